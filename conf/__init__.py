@@ -1,0 +1,1 @@
+"""Runnable experiment configs shipped with kfcpo."""

@@ -1,0 +1,85 @@
+"""Lagrangian blender (PPO-Lag, Ray et al. 2019; TRPO-Lag): one objective
+L = clip-surrogate of (A_r - lambda A_c) / (1 + lambda), with the multiplier lambda >= 0
+learned by gradient ascent on lambda (Jc - d) once per epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kfcpo.blend.base import Blender, Directions, ratio
+from kfcpo.data.batch import Batch
+from kfcpo.models.actor import GaussianActor
+from kfcpo.precond.base import Preconditioner
+
+SCALES = ("none", "trust_region")
+
+
+class Lagrangian(Blender):
+    needs_cost_direction = False
+
+    def __init__(
+        self,
+        multiplier_init: float = 0.001,
+        multiplier_lr: float = 0.035,
+        clip: float = 0.2,
+        scale: str = "none",
+        target_kl: float = 0.01,
+    ) -> None:
+        if multiplier_init < 0:
+            raise ValueError(f"multiplier_init: got {multiplier_init}; expected >= 0")
+        if multiplier_lr <= 0:
+            raise ValueError(f"multiplier_lr: got {multiplier_lr}; expected > 0")
+        if clip < 0:
+            raise ValueError(f"clip: got {clip}; expected >= 0 (0 turns clipping off)")
+        if scale not in SCALES:
+            raise ValueError(f"scale: got {scale!r}; valid: {', '.join(SCALES)}")
+        self.clip, self.scale, self.target_kl = clip, scale, target_kl
+        self.multiplier = torch.nn.Parameter(torch.tensor(float(multiplier_init)))
+        self.optimizer = torch.optim.Adam([self.multiplier], lr=multiplier_lr)
+        self._nu: list[float] = []
+
+    @property
+    def lam(self) -> float:
+        return float(self.multiplier.detach())
+
+    def observe_cost(self, ep_cost: float, cost_limit: float) -> None:
+        # Ascent on lambda (Jc - d): minimize its negation, then project onto lambda >= 0.
+        self.optimizer.zero_grad()
+        (-self.multiplier * (ep_cost - cost_limit)).backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.multiplier.clamp_(min=0.0)
+
+    def surrogates(self, actor: GaussianActor, mb: Batch) -> tuple[torch.Tensor, None]:
+        lam = self.lam
+        adv = (mb.adv_r - lam * mb.adv_c) / (1.0 + lam)
+        r = ratio(actor, mb)
+        if self.clip == 0:
+            return (r * adv).mean(), None
+        clipped = torch.clamp(r, 1.0 - self.clip, 1.0 + self.clip) * adv
+        return torch.min(r * adv, clipped).mean(), None
+
+    def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
+        if self.scale == "none":
+            return d.x_r
+        quad = float(precond.quad(d.x_r))
+        nu = (2.0 * self.target_kl / quad) ** 0.5 if quad > 0 else 0.0
+        self._nu.append(nu)
+        return nu * d.x_r
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"multiplier": self.multiplier.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.multiplier.copy_(state["multiplier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def metrics(self) -> dict[str, float]:
+        out = {"lagrange": self.lam}
+        if self._nu:
+            out["nu"] = sum(self._nu) / len(self._nu)
+            self._nu.clear()
+        return out

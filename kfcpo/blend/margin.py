@@ -1,0 +1,161 @@
+"""Margin-aware blender (SPEC 2.3): sigmoid-weighted reward/cost blend with conflict projection.
+
+u_r = x_r (reward ascent), u_c = -x_c (cost descent). When they conflict (<u_r, u_c> < 0)
+one is projected orthogonal to the other (`project`), then u = (1 - w_c) u_r + w_c u_c with
+w_c = sigmoid(k (Jc - lambda d) / d), and the step nu u is scaled into the quadratic trust
+region 0.5 u^T F u <= delta of the *blended* direction. Inner products are Euclidean, as the
+spec and the seed write them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kfcpo.blend.base import Blender, Directions
+from kfcpo.precond.base import Preconditioner
+
+PROJECT_MODES = ("cost", "reward", "both", "none")
+# The quadratic KL model is KL ~= 0.5 * u^T F u; the factor 2 inverts the 0.5.
+KL_QUAD_FACTOR = 2.0
+# nu never enlarges a step: a direction already inside the trust region is taken as is.
+MAX_NU = 1.0
+# Metric names, accumulated per call and averaged in `metrics()`.
+METRIC_KEYS = ("w_c", "nu", "projected_frac", "cos_rc")
+
+
+def _sigmoid(z: float) -> float:
+    # tanh form: no overflow for large |z| (math.exp(-z) overflows past z ~ -709).
+    return 0.5 * (1.0 + math.tanh(0.5 * z))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    # float64 so the projection coefficient is accurate for float32 directions.
+    return float(torch.dot(a.double().reshape(-1), b.double().reshape(-1)))
+
+
+def _reject(v: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+    """v minus its component along `onto` (v unchanged when `onto` has no usable norm)."""
+    nn = _dot(onto, onto)
+    if not (nn > 0.0 and math.isfinite(nn)):
+        return v
+    return v - (_dot(v, onto) / nn) * onto
+
+
+class MarginBlender(Blender):
+    """KFCPO's blender.
+
+    Args:
+        k: sigmoid steepness (> 0). With `normalize` it acts on the margin in units of d.
+        margin: lambda (>= 0); the weight is 0.5 at Jc = lambda * d.
+        normalize: True: w_c = sigmoid(k (Jc - lambda d) / d) (this spec: k means the same at
+            any cost limit); False: the seed's sigmoid(k (Jc - lambda d)).
+        project: on conflict, "cost" projects u_c orthogonal to u_r (seed), "reward" u_r
+            orthogonal to u_c, "both" each against the original other, "none" neither.
+        target_kl: delta of the quadratic trust region 0.5 step^T F step <= delta.
+
+    Degenerate cases, all without NaN:
+        * d == 0 with `normalize`: the limit d -> 0+ of the normalized weight, i.e. w_c = 1
+          when Jc > 0 (any cost violates a zero limit) and sigmoid(-k lambda) when Jc == 0.
+        * quad(u) <= 0 or non-finite while u != 0, or u non-finite: the trust region cannot
+          be measured, so no step is taken (nu = 0, zero step) rather than an unbounded one.
+        * u == 0: zero step, nu = 1 (nothing to scale).
+        * cos_rc is 0 when either direction is zero (no angle; counts as no conflict).
+        * Jc NaN or d < 0 / non-finite: ValueError — upstream bug, not a state to blend from.
+
+    `metrics()` returns the per-call means since the previous `metrics()` call and resets
+    them (one read per epoch gives per-epoch values); {} if `blend` was not called.
+    """
+
+    def __init__(
+        self,
+        k: float = 10.0,
+        margin: float = 0.7,
+        normalize: bool = True,
+        project: str = "cost",
+        target_kl: float = 0.01,
+    ) -> None:
+        if not (isinstance(k, int | float) and math.isfinite(k) and k > 0):
+            raise ValueError(f"k must be a finite number > 0, got {k!r}")
+        if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
+        if project not in PROJECT_MODES:
+            raise ValueError(f"project must be one of {', '.join(PROJECT_MODES)}; got {project!r}")
+        if not (isinstance(target_kl, int | float) and math.isfinite(target_kl) and target_kl > 0):
+            raise ValueError(f"target_kl must be a finite number > 0, got {target_kl!r}")
+        self.k, self.margin, self.normalize = float(k), float(margin), normalize
+        self.project, self.target_kl = project, float(target_kl)
+        self._reset()
+
+    # -- pieces, public so tests and diagnostics can check them one by one --------------
+    def cost_weight(self, ep_cost: float, cost_limit: float) -> float:
+        """w_c for episode cost Jc = ep_cost and limit d = cost_limit."""
+        if math.isnan(ep_cost):
+            raise ValueError("ep_cost is NaN: the episode-cost estimate must be a number")
+        if not (math.isfinite(cost_limit) and cost_limit >= 0):
+            raise ValueError(f"cost_limit must be a finite number >= 0, got {cost_limit!r}")
+        excess = ep_cost - self.margin * cost_limit
+        if not self.normalize:
+            return _sigmoid(self.k * excess)
+        if cost_limit == 0.0:  # limit d -> 0+ (see class docstring)
+            return 1.0 if ep_cost > 0 else _sigmoid(-self.k * self.margin)
+        return _sigmoid(self.k * excess / cost_limit)
+
+    def project_directions(
+        self, u_r: torch.Tensor, u_c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(u_r', u_c', projected): the conflict rule of `project`, against the originals."""
+        if self.project == "none" or not _dot(u_r, u_c) < 0.0:
+            return u_r, u_c, False
+        new_r = _reject(u_r, u_c) if self.project in ("reward", "both") else u_r
+        new_c = _reject(u_c, u_r) if self.project in ("cost", "both") else u_c
+        return new_r, new_c, True
+
+    def step_size(self, u: torch.Tensor, precond: Preconditioner) -> float:
+        """nu = min(1, sqrt(2 delta / quad(u))), 0 when the region cannot be measured."""
+        if not bool(torch.isfinite(u).all()):
+            return 0.0
+        if not bool(u.any()):
+            return MAX_NU
+        q = float(precond.quad(u))
+        if not (q > 0.0 and math.isfinite(q)):
+            return 0.0
+        return min(MAX_NU, math.sqrt(KL_QUAD_FACTOR * self.target_kl / q))
+
+    # -- the contract ------------------------------------------------------------------
+    def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
+        if d.x_c is None:
+            raise ValueError("MarginBlender needs the cost direction x_c (got None)")
+        u_r, u_c = d.x_r, -d.x_c
+        w_c = self.cost_weight(d.ep_cost, d.cost_limit)
+        cos_rc = self._cos(u_r, u_c)
+        u_r, u_c, projected = self.project_directions(u_r, u_c)
+        u = (1.0 - w_c) * u_r + w_c * u_c
+        nu = self.step_size(u, precond)
+        self._record(w_c=w_c, nu=nu, projected_frac=float(projected), cos_rc=cos_rc)
+        # torch.zeros_like, not nu * u: 0 * inf/NaN would still be NaN.
+        return nu * u if nu > 0.0 else torch.zeros_like(u)
+
+    def metrics(self) -> dict[str, float]:
+        out = {} if self._calls == 0 else {k: v / self._calls for k, v in self._sums.items()}
+        return out
+
+    # -- internals ---------------------------------------------------------------------
+    @staticmethod
+    def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        denom = math.sqrt(_dot(a, a) * _dot(b, b))
+        if not (denom > 0.0 and math.isfinite(denom)):
+            return 0.0
+        return _dot(a, b) / denom
+
+    def _record(self, **values: float) -> None:
+        self._calls += 1
+        for key, v in values.items():
+            self._sums[key] += v
+
+    def _reset(self) -> None:
+        self._calls = 0
+        self._sums = dict.fromkeys(METRIC_KEYS, 0.0)

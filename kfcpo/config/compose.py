@@ -1,0 +1,117 @@
+"""Config = schema defaults <- algorithm preset <- experiment file <- command line.
+
+Component sections compose by name: a layer that names a different component than the
+layer below starts from that component's catalogue defaults, so parameters never leak
+from one component to another (e.g. `preconditioner.name=cg` over a K-FAC preset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from kfcpo.config.errors import ConfigError
+from kfcpo.config.schema import Config
+from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: no such file '{path}'")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config: '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: '{path}' must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}': expected key=value (e.g. env.num_envs=4)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides: {str(err).splitlines()[0]}") from None
+
+
+def _layer_value(layer: dict[str, Any], key: str) -> Any:
+    value = layer.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping with 'name' and parameters, got {value!r}")
+    return value or {}
+
+
+def _compose_component(
+    catalogue: Catalogue, family: str, layers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    name: str | None = None
+    params: dict[str, Any] = {}
+    for layer in layers:
+        section = dict(_layer_value(layer, family))
+        layer_name = section.pop("name", None)
+        if layer_name is not None and layer_name != name:
+            name = str(layer_name)
+            try:
+                params = dict(catalogue.get(family, name).params)
+            except RegistryError as err:
+                raise ConfigError(f"{family}.name: {err}") from None
+        params.update(section)
+    if name is None:
+        raise ConfigError(f"{family}.name: missing; valid: {', '.join(catalogue.names(family))}")
+    return {"name": name, **params}
+
+
+def _structured_merge(layers: list[dict[str, Any]]) -> DictConfig:
+    cfg = OmegaConf.structured(Config)
+    for layer in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(_describe(err)) from None
+    return cfg
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None) or "config"
+    msg = str(getattr(err, "msg", err)).splitlines()[0]
+    if "not in" in msg:
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.structured(Config)
+        valid = sorted(OmegaConf.select(node, parent).keys()) if parent else sorted(node.keys())
+        return f"{key}: unknown key; valid keys here: {', '.join(map(str, valid))}"
+    return f"{key}: {msg}"
+
+
+def compose(
+    config_file: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[DictConfig, Catalogue]:
+    """The resolved config (not yet validated for ranges) and the catalogue it used."""
+    file_layer = read_file(config_file) if config_file else {}
+    cli_layer = parse_overrides(overrides or [])
+    extra = [*file_layer.get("registry_paths", []), *cli_layer.get("registry_paths", [])]
+    try:
+        catalogue = Catalogue(default_roots(extra))
+    except RegistryError as err:
+        raise ConfigError(f"registry_paths: {err}") from None
+
+    algorithm = cli_layer.get("algorithm") or file_layer.get("algorithm") or Config.algorithm
+    try:
+        preset = catalogue.get("algorithm", str(algorithm)).config
+    except RegistryError as err:
+        raise ConfigError(f"algorithm: {err}") from None
+    layers = [preset, file_layer, cli_layer]
+
+    components = {f: _compose_component(catalogue, f, layers) for f in COMPONENT_FAMILIES}
+    plain = [{k: v for k, v in layer.items() if k not in COMPONENT_FAMILIES} for layer in layers]
+    cfg = _structured_merge([*plain, {"algorithm": str(algorithm)}])
+    for family, section in components.items():
+        cfg[family] = section
+    return cfg, catalogue

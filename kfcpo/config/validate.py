@@ -1,0 +1,131 @@
+"""Range, choice and composition checks: everything that can be wrong is caught here,
+before any environment starts, as a one-line ConfigError naming the key."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kfcpo.config.errors import ConfigError
+from kfcpo.models.actor import GaussianActor
+from kfcpo.models.mlp import ACTIVATIONS
+from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+VECTOR_MODES = ("sync", "async")
+# Trainer arguments kfcpo sets itself, with the config key that controls each.
+MANAGED_TRAINER_KEYS = {
+    "max_epochs": "total_steps / steps_per_epoch",
+    "max_steps": "total_steps / steps_per_epoch",
+    "logger": "logger.wandb",
+    "callbacks": "checkpoint.*",
+    "default_root_dir": "out_dir",
+    "log_every_n_steps": "(one log row per epoch)",
+}
+
+
+def _positive(x: Any) -> bool:
+    return x > 0
+
+
+def _unit(x: Any) -> bool:
+    return 0 < x <= 1
+
+
+def _choice(options: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
+    return lambda x: x in options
+
+
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("env.num_envs", _positive, "an integer >= 1"),
+    ("env.vector", _choice(VECTOR_MODES), f"one of {', '.join(VECTOR_MODES)}"),
+    ("env.obs_clip", _positive, "> 0"),
+    ("threads", lambda x: x >= 0, "an integer >= 0 (0 = torch default)"),
+    ("total_steps", _positive, "an integer >= 1"),
+    ("steps_per_epoch", _positive, "an integer >= 1"),
+    ("cost_limit", lambda x: x >= 0, ">= 0"),
+    ("gamma", _unit, "in (0, 1]"),
+    ("cost_gamma", _unit, "in (0, 1]"),
+    ("gae_lambda", lambda x: 0 <= x <= 1, "in [0, 1]"),
+    ("update_iters", _positive, "an integer >= 1"),
+    ("minibatch_size", _positive, "an integer >= 1"),
+    ("model.hidden", lambda x: len(x) > 0 and all(h > 0 for h in x), "a non-empty list of sizes >= 1"),
+    ("model.activation", _choice(sorted(ACTIVATIONS)), f"one of {', '.join(sorted(ACTIVATIONS))}"),
+    ("model.critic_lr", _positive, "> 0"),
+    ("model.critic_iters", lambda x: x >= 0, "an integer >= 0"),
+    ("model.critic_minibatch_size", _positive, "an integer >= 1"),
+    ("logger.wandb.mode", _choice(WANDB_MODES), f"one of {', '.join(WANDB_MODES)}"),
+    ("checkpoint.every_n_epochs", _positive, "an integer >= 1"),
+]
+
+
+def _type_matches(default: Any, value: Any) -> bool:
+    if default is None:
+        return True
+    if value is None:
+        return False
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None:
+    section = OmegaConf.to_container(cfg[family])
+    name = section.pop("name")
+    entry = catalogue.get(family, name)
+    for key, value in section.items():
+        if key not in entry.params:
+            valid = ", ".join(["name", *sorted(entry.params)])
+            raise ConfigError(f"{family}.{key}: unknown parameter of {family} '{name}'; valid: {valid}")
+        default = entry.params[key]
+        if not _type_matches(default, value):
+            raise ConfigError(
+                f"{family}.{key}: expected {type(default).__name__} like the default {default!r}, got {value!r}"
+            )
+    try:
+        # A throwaway instance on a tiny policy runs the component's own range checks now.
+        args = (GaussianActor(2, 1, [2]),) if family == "preconditioner" else ()
+        catalogue.build(family, name, section, *args)
+    except RegistryError as err:
+        raise ConfigError(f"{family}.name: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{family} '{name}': {str(err).splitlines()[0]}") from None
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    from lightning.pytorch import Trainer
+
+    accepted = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for key in trainer:
+        if key in MANAGED_TRAINER_KEYS:
+            raise ConfigError(f"trainer.{key}: set by kfcpo from {MANAGED_TRAINER_KEYS[key]}")
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key}: not an argument of lightning.pytorch.Trainer")
+
+
+def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> None:
+    for key, ok, expected in RULES:
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}: got {value!r}; expected {expected}")
+    if cfg.steps_per_epoch % cfg.env.num_envs:
+        raise ConfigError(
+            f"steps_per_epoch: {cfg.steps_per_epoch} is not a multiple of env.num_envs={cfg.env.num_envs}"
+        )
+    for family in COMPONENT_FAMILIES:
+        _check_component(cfg, catalogue, family)
+    _check_trainer(OmegaConf.to_container(cfg.trainer))
+    if check_env:
+        from kfcpo.envs import UnknownEnvError, validate_env_id
+
+        try:
+            validate_env_id(cfg.env.id)
+        except UnknownEnvError as err:
+            raise ConfigError(f"env.id: {err}") from None

@@ -1,0 +1,51 @@
+"""One epoch of on-policy data, ready for the update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Flat (N, ...) tensors over the transitions of a rollout (or a minibatch of it)."""
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    logp_old: torch.Tensor
+    adv_r: torch.Tensor
+    adv_c: torch.Tensor
+    ret_r: torch.Tensor
+    ret_c: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def select(self, idx: torch.Tensor) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class EpochStats:
+    """What one rank's rollout saw: sums over the episodes that finished in it (sums, so
+    ranks reduce them exactly), and counters."""
+
+    ep_ret_sum: float
+    ep_cost_sum: float
+    ep_len_sum: float
+    episodes: int
+    env_steps: int
+    rollout_s: float
+    policy_version: int  # the module's update count when the rollout was collected
+
+
+@dataclass
+class Rollout:
+    """The single item the dataset yields per Lightning epoch."""
+
+    batch: Batch
+    stats: EpochStats

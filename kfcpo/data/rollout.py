@@ -1,0 +1,144 @@
+"""Collect one epoch of transitions from a vector of Safety Gymnasium envs with the
+current policy, and turn it into a Batch (GAE for reward and cost, standardized)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kfcpo.data.batch import Batch, EpochStats, Rollout
+from kfcpo.data.gae import gae
+from kfcpo.dist import all_mean
+from kfcpo.envs import COST_KEY, ObsNormalizer
+from kfcpo.models import Critic, GaussianActor
+
+STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
+
+
+@dataclass
+class GAEConfig:
+    gamma: float
+    cost_gamma: float
+    lam: float
+    standardize: bool
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std over all ranks' samples (ranks hold equal counts)."""
+    mean = all_mean(x.mean())
+    var = all_mean(((x - mean) ** 2).mean())
+    return (x - mean) / (var.sqrt() + STD_EPS)
+
+
+class RolloutCollector:
+    """Owns the envs' running state across epochs (the epoch cut is not an episode end)."""
+
+    def __init__(
+        self,
+        envs,
+        actor: GaussianActor,
+        critic_r: Critic,
+        critic_c: Critic,
+        normalizer: ObsNormalizer,
+        steps_per_env: int,
+        gae_cfg: GAEConfig,
+        seed: int,
+    ) -> None:
+        self.envs, self.actor, self.critic_r, self.critic_c = envs, actor, critic_r, critic_c
+        self.normalizer, self.steps_per_env, self.gae_cfg = normalizer, steps_per_env, gae_cfg
+        self.num_envs = envs.num_envs
+        self.act_low = envs.single_action_space.low
+        self.act_high = envs.single_action_space.high
+        self.obs, _ = envs.reset(seed=seed)
+        self.ep_ret = np.zeros(self.num_envs)
+        self.ep_cost = np.zeros(self.num_envs)
+        self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
+        self.on_progress: Callable[[int], None] | None = None
+
+    def _tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32)
+
+    def _values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.critic_r(obs), self.critic_c(obs)
+
+    @torch.no_grad()
+    def collect(self, policy_version: int) -> Rollout:
+        start = time.perf_counter()
+        T, N = self.steps_per_env, self.num_envs
+        obs_buf = torch.zeros((T, N, self.envs.single_observation_space.shape[0]))
+        act_buf = torch.zeros((T, N, self.act_low.shape[0]))
+        grid = {k: torch.zeros((T, N)) for k in ("logp", "r", "c", "v_r", "v_c", "term", "end")}
+        boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
+        sums = np.zeros(3)  # return, cost, length over finished episodes
+        episodes = 0
+        for t in range(T):
+            self.normalizer.update(self.obs)
+            obs = self._tensor(self.obs)
+            dist = self.actor.distribution(obs)
+            act = dist.sample()
+            obs_buf[t], act_buf[t] = obs, act
+            grid["logp"][t] = dist.log_prob(act).sum(-1)
+            grid["v_r"][t], grid["v_c"][t] = self._values(obs)
+            # The env gets the action clipped to its box; the buffer keeps the sample so
+            # log-probabilities stay those of the Gaussian that drew it.
+            env_act = np.clip(act.numpy(), self.act_low, self.act_high)
+            self.obs, reward, terminated, truncated, info = self.envs.step(env_act)
+            cost = info[COST_KEY]
+            grid["r"][t] = torch.as_tensor(reward, dtype=torch.float32)
+            grid["c"][t] = torch.as_tensor(cost, dtype=torch.float32)
+            grid["term"][t] = torch.as_tensor(terminated, dtype=torch.float32)
+            done = np.logical_or(terminated, truncated)
+            grid["end"][t] = torch.as_tensor(done, dtype=torch.float32)
+            self.ep_ret += reward
+            self.ep_cost += cost
+            self.ep_len += 1
+            for i in np.flatnonzero(truncated & ~terminated):
+                final = self._tensor(info["final_observation"][i][None])
+                v_r, v_c = self._values(final)
+                boot_r[t, i], boot_c[t, i] = v_r[0], v_c[0]
+            for i in np.flatnonzero(done):
+                sums += (self.ep_ret[i], self.ep_cost[i], self.ep_len[i])
+                episodes += 1
+                self.ep_ret[i] = self.ep_cost[i] = self.ep_len[i] = 0
+            if self.on_progress is not None:
+                self.on_progress(N)
+        last_r, last_c = self._values(self._tensor(self.obs))
+        batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
+        stats = EpochStats(
+            ep_ret_sum=float(sums[0]),
+            ep_cost_sum=float(sums[1]),
+            ep_len_sum=float(sums[2]),
+            episodes=episodes,
+            env_steps=T * N,
+            rollout_s=time.perf_counter() - start,
+            policy_version=policy_version,
+        )
+        return Rollout(batch=batch, stats=stats)
+
+    def _advantages(self, obs, act, grid, boot_r, boot_c, last_r, last_c) -> Batch:
+        cfg = self.gae_cfg
+        out = {}
+        for key, values, boot, last, gamma in (
+            ("r", grid["v_r"], boot_r, last_r, cfg.gamma),
+            ("c", grid["v_c"], boot_c, last_c, cfg.cost_gamma),
+        ):
+            next_values = torch.cat([values[1:], last[None]])
+            next_values = torch.where(torch.isnan(boot), next_values, boot)
+            adv, ret = gae(grid[key], values, next_values, grid["term"], grid["end"], gamma, cfg.lam)
+            out[key] = (adv.reshape(-1), ret.reshape(-1))
+        adv_r, adv_c = out["r"][0], out["c"][0]
+        if cfg.standardize:
+            adv_r, adv_c = standardize(adv_r), standardize(adv_c)
+        return Batch(
+            obs=obs.reshape(-1, obs.shape[-1]),
+            act=act.reshape(-1, act.shape[-1]),
+            logp_old=grid["logp"].reshape(-1),
+            adv_r=adv_r,
+            adv_c=adv_c,
+            ret_r=out["r"][1],
+            ret_c=out["c"][1],
+        )

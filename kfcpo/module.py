@@ -1,0 +1,168 @@
+"""The LightningModule: one Lightning epoch = one rollout + one update.
+
+Manual optimization; the update is the registry composition preconditioner x blender x
+guard (kfcpo.update). The dataset collects with the live policy, so it is built in
+`setup` (after the process group exists) and never in a worker process.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from kfcpo.data import Rollout, RolloutDataset
+from kfcpo.data.rollout import GAEConfig, RolloutCollector
+from kfcpo.dist import all_sum
+from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
+from kfcpo.models import Critic, GaussianActor
+from kfcpo.registry import Catalogue, default_roots
+from kfcpo.update import UpdateConfig, critic_update, policy_update
+
+CHECKPOINT_KEY = "kfcpo"
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+
+
+def _component(cfg: DictConfig, family: str) -> tuple[str, dict[str, Any]]:
+    section = OmegaConf.to_container(cfg[family])
+    return section.pop("name"), section
+
+
+class SafeRLModule(pl.LightningModule):
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg)})
+        obs_dim, act_dim = space_dims(cfg.env.id)
+        hidden, act = list(cfg.model.hidden), cfg.model.activation
+        self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
+        self.critic_r = Critic(obs_dim, hidden, act)
+        self.critic_c = Critic(obs_dim, hidden, act)
+        catalogue = Catalogue(default_roots(list(cfg.registry_paths)))
+        name, params = _component(cfg, "preconditioner")
+        self.precond = catalogue.build("preconditioner", name, params, self.actor)
+        self.blender = catalogue.build("blender", *_component(cfg, "blender"))
+        self.guard = catalogue.build("guard", *_component(cfg, "guard"))
+        self.normalizer = ObsNormalizer((obs_dim,), enabled=cfg.env.normalize_obs, clip=cfg.env.obs_clip)
+        self.update_cfg = UpdateConfig(
+            cfg.update_iters, cfg.minibatch_size, cfg.model.critic_iters, cfg.model.critic_minibatch_size
+        )
+        self.env_steps = 0
+        self.updates = 0  # policy version: how many updates the policy has had
+        self.episode_means = {"ep_ret": 0.0, "ep_cost": 0.0, "ep_len": 0.0}
+        self.collector: RolloutCollector | None = None
+        self.shuffle = torch.Generator().manual_seed(int(cfg.seed))
+
+    # ----------------------------------------------------------------- data
+    def setup(self, stage: str) -> None:
+        if self.collector is not None:
+            return
+        cfg, rank, world = self.cfg, self.global_rank, self.trainer.world_size
+        per_rank = cfg.steps_per_epoch // world
+        if per_rank % cfg.env.num_envs:
+            raise ValueError(
+                f"steps_per_epoch / world_size = {per_rank} is not a multiple of env.num_envs={cfg.env.num_envs}"
+            )
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        seed = int(cfg.seed) + 1000 * rank
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=seed, vector=cfg.env.vector)
+        gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+        self.collector = RolloutCollector(
+            envs, self.actor, self.critic_r, self.critic_c, self.normalizer,
+            per_rank // cfg.env.num_envs, gae_cfg, seed,
+        )
+
+    def teardown(self, stage: str) -> None:
+        if self.collector is not None:
+            self.collector.envs.close()
+            self.collector = None
+
+    def _collect(self) -> Rollout:
+        assert self.collector is not None, "setup() builds the collector before any epoch"
+        return self.collector.collect(self.updates)
+
+    def train_dataloader(self) -> DataLoader:
+        # batch_size=None: the rollout is already one batch; no collation, no workers
+        # (the collector steps the envs with the live policy in this process).
+        return DataLoader(RolloutDataset(self._collect), batch_size=None, num_workers=0)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [*self.critic_r.parameters(), *self.critic_c.parameters()]
+        return torch.optim.Adam(params, lr=self.cfg.model.critic_lr)
+
+    # --------------------------------------------------------------- update
+    def _episode_stats(self, rollout: Rollout) -> dict[str, float]:
+        s = rollout.stats
+        sums = all_sum(torch.tensor([s.ep_ret_sum, s.ep_cost_sum, s.ep_len_sum, s.episodes, s.env_steps],
+                                    dtype=torch.float64))
+        episodes = int(sums[3])
+        if episodes:  # otherwise keep the previous estimate (no episode finished)
+            for i, key in enumerate(("ep_ret", "ep_cost", "ep_len")):
+                self.episode_means[key] = float(sums[i]) / episodes
+        self.env_steps += int(sums[4])
+        return {**self.episode_means, "episodes": float(episodes)}
+
+    def training_step(self, rollout: Rollout, batch_idx: int) -> None:
+        stats = self._episode_stats(rollout)
+        batch = rollout.batch
+        metrics = policy_update(
+            self.actor, batch, self.precond, self.blender, self.guard,
+            stats["ep_cost"], float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
+        )
+        self.updates += 1
+        optimizer = self.optimizers().optimizer
+        critics = [(self.critic_r, batch.ret_r), (self.critic_c, batch.ret_c)]
+        metrics["critic_loss"] = critic_update(critics, batch.obs, optimizer, self.update_cfg, self.shuffle)
+        epoch_s = rollout.stats.rollout_s + metrics["update_s"]
+        metrics.update(stats)
+        metrics.update(
+            env_steps=float(self.env_steps),
+            rollout_s=rollout.stats.rollout_s,
+            steps_per_s=rollout.stats.env_steps * self.trainer.world_size / epoch_s,
+            log_std=float(self.actor.log_std.detach().mean()),
+        )
+        shown = {"ep_ret", "ep_cost", "kl", "steps_per_s", "env_steps"}
+        self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True, on_step=True,
+                      on_epoch=False, batch_size=1, rank_zero_only=True)
+        self.log_dict({k: v for k, v in metrics.items() if k not in shown}, on_step=True,
+                      on_epoch=False, batch_size=1, rank_zero_only=True)
+
+    # ---------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
+            "precond": self.precond.state_dict(),
+            "blender": self.blender.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episode_means": dict(self.episode_means),
+            "shuffle": self.shuffle.get_state(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint[CHECKPOINT_KEY]
+        self.precond.load_state_dict(state["precond"])
+        self.blender.load_state_dict(state["blender"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.env_steps, self.updates = state["env_steps"], state["updates"]
+        self.episode_means = dict(state["episode_means"])
+        self.shuffle.set_state(state["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])

@@ -1,0 +1,59 @@
+"""The preconditioner contract: curvature F of the policy, seen through flat vectors.
+
+Every update rule asks a preconditioner three things about the same curvature:
+`update(obs)` refreshes it from a batch of states, `solve(g)` returns F^-1 g and
+`quad(v)` returns v^T F v. `apply_step(step)` moves the policy by `step` (an ascent
+direction); first-order preconditioners route it through an optimizer instead.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from kfcpo.flat import get_flat, set_flat
+from kfcpo.models.actor import GaussianActor
+
+
+class Preconditioner(ABC):
+    #: True when the step is taken by an optimizer with state (rollback must restore it)
+    has_optimizer_state: bool = False
+
+    def __init__(self, actor: GaussianActor) -> None:
+        self.actor = actor
+
+    @abstractmethod
+    def update(self, obs: torch.Tensor) -> None:
+        """Refresh the curvature estimate from a batch of (normalized) states."""
+
+    @abstractmethod
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        """F^-1 g for a flat vector g."""
+
+    @abstractmethod
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        """v^T F v (a 0-dim tensor) under the same approximation as `solve`."""
+
+    def apply_step(self, step: torch.Tensor) -> None:
+        """theta <- theta + step."""
+        set_flat(self.actor, get_flat(self.actor) + step)
+
+    def step_state(self) -> Any:
+        """Optimizer state that a rollback must restore (None when there is none)."""
+        return None
+
+    def load_step_state(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Restore what `step_state` returned."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (curvature statistics, counters)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        """Per-epoch diagnostics (e.g. skipped updates); reset by the caller's epoch."""
+        return {}

@@ -1,0 +1,82 @@
+"""A rich progress bar over env steps (the unit a safe-RL user budgets in), showing
+return, cost, KL and steps/s; Lightning's own per-batch bar would show "1/1" forever."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ProgressBar
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+REFRESH_S = 0.25  # env steps arrive in thousands per second; redraw at most this often
+
+
+class EnvStepProgressBar(ProgressBar):
+    def __init__(self, total_steps: int) -> None:
+        super().__init__()
+        self.total_steps = total_steps
+        self._enabled = True
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._pending = 0
+        self._last = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _advance(self, steps: int) -> None:
+        self._pending += steps
+        now = time.monotonic()
+        if self._progress is not None and now - self._last >= REFRESH_S:
+            self._progress.advance(self._task, self._pending)
+            self._pending, self._last = 0, now
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        self._progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} steps"),
+            TextColumn("ret {task.fields[ret]}  cost {task.fields[cost]}  kl {task.fields[kl]}"),
+            TextColumn("{task.fields[sps]} steps/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            refresh_per_second=4,
+        )
+        done = getattr(pl_module, "env_steps", 0)
+        self._task = self._progress.add_task(
+            "train", total=self.total_steps, completed=done, epoch=trainer.current_epoch,
+            ret="-", cost="-", kl="-", sps="-",
+        )
+        self._progress.start()
+        collector = getattr(pl_module, "collector", None)
+        if collector is not None:
+            # Each rank counts its own steps; the bar scales rank 0's by the world size.
+            world = trainer.world_size
+            collector.on_progress = lambda n: self._advance(n * world)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._progress is None:
+            return
+        m = trainer.progress_bar_metrics
+        self._progress.update(
+            self._task,
+            completed=int(m.get("env_steps", 0)),
+            epoch=trainer.current_epoch + 1,
+            ret=f"{m.get('ep_ret', float('nan')):.2f}",
+            cost=f"{m.get('ep_cost', float('nan')):.2f}",
+            kl=f"{m.get('kl', float('nan')):.4f}",
+            sps=f"{m.get('steps_per_s', float('nan')):,.0f}",
+        )
+        self._pending = 0
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,117 @@
+"""The component catalogue: YAML files under one folder per family, read at run time.
+
+The code never lists component names: `kfcpo/catalogue` (the repository's `registry/`)
+is the single source, and users add components by adding files there or in extra
+folders (`registry_paths` in a config, or the KFCPO_REGISTRY environment variable,
+os.pathsep-separated). A later folder's file overrides an earlier one of the same name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FAMILIES = ("algorithm", "preconditioner", "blender", "guard")
+COMPONENT_FAMILIES = FAMILIES[1:]
+REGISTRY_ENV = "KFCPO_REGISTRY"
+
+
+class RegistryError(ValueError):
+    """A name or a file the catalogue cannot resolve (one-line message)."""
+
+
+@dataclass
+class Entry:
+    family: str
+    name: str
+    description: str
+    path: Path
+    target: str | None = None  # dotted path of the implementing class (components)
+    params: dict[str, Any] = field(default_factory=dict)  # component defaults
+    config: dict[str, Any] = field(default_factory=dict)  # preset: partial experiment config
+
+    def load_class(self) -> type:
+        module_name, _, cls_name = (self.target or "").rpartition(".")
+        try:
+            return getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise RegistryError(
+                f"{self.family} '{self.name}' ({self.path}): cannot import target '{self.target}': {err}"
+            ) from None
+
+
+def builtin_root() -> Path:
+    return Path(str(resources.files("kfcpo.catalogue")))
+
+
+def default_roots(extra: list[str] | None = None) -> list[Path]:
+    env = [p for p in os.environ.get(REGISTRY_ENV, "").split(os.pathsep) if p]
+    return [builtin_root(), *(Path(p) for p in [*env, *(extra or [])])]
+
+
+def _read_entry(family: str, path: Path) -> Entry:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    known = {"description", "target", "params"} if family != "algorithm" else {"description", "config"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RegistryError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    if family != "algorithm" and not data.get("target"):
+        raise RegistryError(f"{path}: a {family} entry needs 'target' (the implementing class)")
+    return Entry(
+        family=family,
+        name=path.stem,
+        description=str(data.get("description", "")).strip(),
+        path=path,
+        target=data.get("target"),
+        params=dict(data.get("params") or {}),
+        config=dict(data.get("config") or {}),
+    )
+
+
+class Catalogue:
+    def __init__(self, roots: list[Path] | None = None) -> None:
+        self.roots = roots if roots is not None else default_roots()
+        self._entries: dict[str, dict[str, Entry]] = {f: {} for f in FAMILIES}
+        for root in self.roots:
+            if not root.is_dir():
+                raise RegistryError(f"registry folder '{root}' does not exist")
+            for family in FAMILIES:
+                for path in sorted((root / family).glob("*.yaml")):
+                    self._entries[family][path.stem] = _read_entry(family, path)
+
+    def names(self, family: str) -> list[str]:
+        return sorted(self._entries[family])
+
+    def get(self, family: str, name: str) -> Entry:
+        try:
+            return self._entries[family][name]
+        except KeyError:
+            valid = self.names(family)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RegistryError(
+                f"unknown {family} '{name}'{hint}; valid: {', '.join(valid)}"
+            ) from None
+
+    def build(self, family: str, name: str, params: dict[str, Any], *args: Any) -> Any:
+        """Instantiate a component: positional `args` first, then its parameters."""
+        return self.get(family, name).load_class()(*args, **params)
+
+
+def check_signature(entry: Entry) -> list[str]:
+    """Parameters of a catalogue entry that its class does not accept (for tests/tools)."""
+    sig = inspect.signature(entry.load_class())
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return []
+    return sorted(set(entry.params) - set(sig.parameters))

@@ -1,0 +1,110 @@
+"""The update of one epoch, top to bottom: the critical path of SPEC section 2.
+
+rollout (done) -> advantages (done, in the batch) -> for each minibatch:
+gradients -> precondition -> blend and scale -> guard; then the critics.
+Every preconditioner x blender x guard composition runs through this one loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kfcpo.blend.base import Blender, Directions
+from kfcpo.data.batch import Batch
+from kfcpo.dist import all_mean
+from kfcpo.flat import flat_grad, params_of
+from kfcpo.guard.base import Guard, PolicyMover, mean_kl
+from kfcpo.models import Critic, GaussianActor
+from kfcpo.precond.base import Preconditioner
+
+
+@dataclass
+class UpdateConfig:
+    update_iters: int
+    minibatch_size: int
+    critic_iters: int
+    critic_minibatch_size: int
+
+
+def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """A fresh shuffle per pass; the same count on every rank (ranks hold equal sizes)."""
+    for idx in torch.randperm(len(batch), generator=generator).split(size):
+        yield batch.select(idx)
+
+
+def policy_update(
+    actor: GaussianActor,
+    batch: Batch,
+    precond: Preconditioner,
+    blender: Blender,
+    guard: Guard,
+    ep_cost: float,
+    cost_limit: float,
+    cfg: UpdateConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    start = time.perf_counter()
+    params = params_of(actor)
+    mover = PolicyMover(actor, precond)
+    rollout_policy = mover.old_distribution(batch.obs)
+    blender.observe_cost(ep_cost, cost_limit)
+    guard.begin_epoch()
+    steps = committed = nonfinite = 0
+    for _ in range(cfg.update_iters):
+        for mb in minibatches(batch, cfg.minibatch_size, generator):
+            precond.update(mb.obs)
+            loss_r, loss_c = blender.surrogates(actor, mb)
+            want_cost = blender.needs_cost_direction and loss_c is not None
+            g_r = all_mean(flat_grad(loss_r, params, retain_graph=want_cost))
+            g_c = all_mean(flat_grad(loss_c, params)) if want_cost else None
+            x_r = precond.solve(g_r)
+            x_c = precond.solve(g_c) if g_c is not None else None
+            step = blender.blend(Directions(g_r, x_r, g_c, x_c, ep_cost, cost_limit), precond)
+            steps += 1
+            if not torch.isfinite(step).all():
+                nonfinite += 1  # never write NaN into the policy: skip this minibatch
+                continue
+            committed += guard.commit(mover, step, mb)
+        if guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
+            break
+    metrics = {
+        "kl": mean_kl(actor, batch.obs, rollout_policy),
+        "policy_steps": float(steps),
+        "committed_frac": committed / max(steps, 1),
+        "nonfinite_steps": float(nonfinite),
+        **precond.metrics(),
+        **blender.metrics(),
+        **guard.metrics(),
+    }
+    metrics["update_s"] = time.perf_counter() - start
+    return metrics
+
+
+def critic_update(
+    critics: list[tuple[Critic, torch.Tensor]],
+    obs: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: UpdateConfig,
+    generator: torch.Generator,
+) -> float:
+    """MSE regression of each critic on its value targets; returns the last mean loss.
+
+    Gradients are all-reduced explicitly (plain backward is not synchronized by DDP)."""
+    params = [p for critic, _ in critics for p in critic.parameters()]
+    loss_value = float("nan")
+    for _ in range(cfg.critic_iters):
+        for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
+            loss = sum(nn.functional.mse_loss(c(obs[idx]), target[idx]) for c, target in critics)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in params:
+                if p.grad is not None:
+                    p.grad = all_mean(p.grad)
+            optimizer.step()
+            loss_value = float(loss.detach())
+    return loss_value

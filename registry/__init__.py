@@ -1,0 +1,1 @@
+"""The component catalogue (data only): one YAML per component, a folder per family."""

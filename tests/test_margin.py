@@ -1,0 +1,286 @@
+"""MarginBlender (SPEC 2.3) on constructed vectors, with fake curvatures F = I and F = SPD."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kfcpo.blend.base import Directions
+from kfcpo.blend.margin import MarginBlender
+from kfcpo.precond.base import Preconditioner
+
+D = 25.0  # cost limit
+LAM = 0.7
+DIM = 6
+
+
+def sig(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class MatrixPrecond(Preconditioner):
+    """F = M exactly: solve(g) = M^-1 g, quad(v) = v^T M v. No policy is touched."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__(actor=None)  # type: ignore[arg-type]
+        self.m = m
+
+    def update(self, obs: torch.Tensor) -> None:
+        pass
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(self.m, g)
+
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.m @ v
+
+
+def identity_precond(n: int = DIM) -> MatrixPrecond:
+    return MatrixPrecond(torch.eye(n, dtype=torch.float64))
+
+
+def spd_precond(n: int = DIM, seed: int = 0) -> MatrixPrecond:
+    a = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return MatrixPrecond(a @ a.T + 0.5 * torch.eye(n, dtype=torch.float64))
+
+
+PRECONDS = [pytest.param(identity_precond, id="identity"), pytest.param(spd_precond, id="spd")]
+
+
+def directions(p: MatrixPrecond, g_r: torch.Tensor, g_c: torch.Tensor, jc: float, d: float = D):
+    return Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), jc, d)
+
+
+def aligned_pair(p: MatrixPrecond, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients whose directions u_r = x_r and u_c = -x_c do not conflict."""
+    x_r = scale * torch.tensor([1.0, 0.5, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    x_c = -scale * torch.tensor([0.0, 0.5, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    return p.m @ x_r, p.m @ x_c  # so that solve() gives back exactly these x
+
+
+# -- weights ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("jc", "expected"),
+    [(0.0, 0.000911051194401), (LAM * D, 0.5), (D, 0.952574126822433), (2 * D, 0.999997739675702)],
+)
+def test_cost_weight_matches_hand_computed_sigmoid(jc: float, expected: float) -> None:
+    # sigmoid(10 (Jc - 0.7 d) / d): z = -7, 0, 3, 13
+    assert MarginBlender().cost_weight(jc, D) == pytest.approx(expected, rel=1e-9)
+
+
+def test_spec_quoted_weights_and_scale_invariance() -> None:
+    b = MarginBlender()
+    for frac, w in [(0.4, 0.05), (0.7, 0.5), (1.0, 0.95)]:
+        assert b.cost_weight(frac * D, D) == pytest.approx(w, abs=5e-3)
+        # normalized: the same Jc / d gives the same weight at any limit
+        assert b.cost_weight(frac * 2.5, 2.5) == pytest.approx(b.cost_weight(frac * D, D))
+
+
+@pytest.mark.parametrize("make", PRECONDS)
+@pytest.mark.parametrize("jc", [0.0, LAM * D, D, 2 * D])
+def test_blend_uses_weights_without_conflict(make, jc: float) -> None:
+    p = make()
+    g_r, g_c = aligned_pair(p, scale=1e-3)  # small: inside the trust region, nu = 1
+    b = MarginBlender()
+    d = directions(p, g_r, g_c, jc)
+    w = sig(10 * (jc - LAM * D) / D)
+    step = b.blend(d, p)
+    torch.testing.assert_close(step, (1 - w) * d.x_r + w * (-d.x_c), rtol=1e-12, atol=0)
+    m = b.metrics()
+    assert m["w_c"] == pytest.approx(w, rel=1e-9)
+    assert m["nu"] == 1.0 and m["projected_frac"] == 0.0 and m["cos_rc"] > 0
+
+
+def test_unnormalized_weight_is_seed_form() -> None:
+    b = MarginBlender(k=0.5, normalize=False)
+    assert b.cost_weight(LAM * D, D) == 0.5
+    assert b.cost_weight(20.0, D) == pytest.approx(sig(0.5 * (20.0 - LAM * D)), rel=1e-12)
+    assert b.cost_weight(20.0, D) != pytest.approx(MarginBlender(k=0.5).cost_weight(20.0, D))
+    # not scale invariant: same Jc/d, different limit, different weight
+    assert b.cost_weight(0.8 * 2.5, 2.5) != pytest.approx(b.cost_weight(0.8 * D, D))
+
+
+def test_extreme_costs_do_not_overflow() -> None:
+    b = MarginBlender(normalize=False)
+    assert b.cost_weight(1e9, D) == 1.0
+    assert b.cost_weight(-1e9, D) == 0.0
+
+
+def test_zero_cost_limit_is_the_limit_of_the_normalized_form() -> None:
+    b = MarginBlender()
+    assert b.cost_weight(1e-6, 0.0) == 1.0
+    assert b.cost_weight(0.0, 0.0) == pytest.approx(sig(-10 * LAM))
+    # the limit d -> 0+ it claims to be
+    assert b.cost_weight(0.0, 1e-12) == pytest.approx(b.cost_weight(0.0, 0.0))
+    assert b.cost_weight(1e-6, 1e-12) == pytest.approx(b.cost_weight(1e-6, 0.0))
+
+
+# -- projection ------------------------------------------------------------------------
+def conflicting(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    u_r = torch.randn(DIM, dtype=torch.float64, generator=gen)
+    u_c = -u_r + 0.3 * torch.randn(DIM, dtype=torch.float64, generator=gen)
+    assert torch.dot(u_r, u_c) < 0
+    return u_r, u_c
+
+
+@pytest.mark.parametrize("make", PRECONDS)
+def test_cost_projection_on_conflict_is_orthogonal_to_reward(make) -> None:
+    p = make()
+    u_r, u_c = conflicting()
+    u_r, u_c = 1e-3 * u_r, 1e-3 * u_c  # nu = 1, so the step is the blend itself
+    b = MarginBlender()
+    w = 0.5
+    step = b.blend(Directions(p.m @ u_r, u_r, p.m @ -u_c, -u_c, LAM * D, D), p)
+    u_c_proj = (step - (1 - w) * u_r) / w
+    assert torch.dot(u_c_proj, u_r).abs() < 1e-12 * u_r.norm() * u_c.norm()
+    expected = u_c - torch.dot(u_c, u_r) / torch.dot(u_r, u_r) * u_r
+    torch.testing.assert_close(u_c_proj, expected, rtol=1e-9, atol=1e-15)
+    m = b.metrics()
+    assert m["projected_frac"] == 1.0
+    cos = float(torch.dot(u_r, u_c) / (u_r.norm() * u_c.norm()))
+    assert m["cos_rc"] == pytest.approx(cos, rel=1e-9) and cos < 0  # before projection
+
+
+def test_no_projection_without_conflict_equals_plain_blend() -> None:
+    p = identity_precond()
+    u_r, u_c = conflicting()
+    u_c = u_c - 2 * torch.dot(u_c, u_r) / torch.dot(u_r, u_r) * u_r  # flip into agreement
+    assert torch.dot(u_r, u_c) > 0
+    for mode in ("cost", "reward", "both", "none"):
+        b = MarginBlender(project=mode)
+        r, c, projected = b.project_directions(u_r, u_c)
+        assert not projected and torch.equal(r, u_r) and torch.equal(c, u_c)
+        step = b.blend(Directions(u_r, 1e-3 * u_r, -u_c, -1e-3 * u_c, D, D), p)
+        w = b.cost_weight(D, D)  # its value is tested above; here: no projection at all
+        assert torch.equal(step, (1 - w) * (1e-3 * u_r) + w * (1e-3 * u_c))
+        assert b.metrics()["projected_frac"] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["cost", "reward", "both", "none"])
+def test_projection_modes(mode: str) -> None:
+    u_r, u_c = conflicting(seed=3)
+    r, c, projected = MarginBlender(project=mode).project_directions(u_r, u_c)
+    assert projected == (mode != "none")
+    tol = 1e-12 * float(u_r.norm() * u_c.norm())
+    if mode in ("cost", "both"):
+        assert abs(float(torch.dot(c, u_r))) < tol  # against the *original* u_r
+    else:
+        assert torch.equal(c, u_c)
+    if mode in ("reward", "both"):
+        assert abs(float(torch.dot(r, u_c))) < tol  # against the *original* u_c
+    else:
+        assert torch.equal(r, u_r)
+
+
+# -- trust-region scaling --------------------------------------------------------------
+@pytest.mark.parametrize("make", PRECONDS)
+@pytest.mark.parametrize("target_kl", [0.01, 0.005])
+def test_nu_scales_to_the_quadratic_trust_region(make, target_kl: float) -> None:
+    p = make()
+    u_r, u_c = conflicting(seed=5)
+    b = MarginBlender(target_kl=target_kl)
+    for jc in (0.0, LAM * D, 2 * D):
+        step = b.blend(Directions(p.m @ u_r, u_r, p.m @ -u_c, -u_c, jc, D), p)
+        assert 0.5 * float(p.quad(step)) == pytest.approx(target_kl, rel=1e-9)  # scaled: equal
+    assert 0 < b.metrics()["nu"] < 1
+
+
+@pytest.mark.parametrize("make", PRECONDS)
+def test_small_direction_is_not_enlarged(make) -> None:
+    p = make()
+    g_r, g_c = aligned_pair(p, scale=1e-4)
+    b = MarginBlender()
+    d = directions(p, g_r, g_c, 0.5 * D)
+    step = b.blend(d, p)
+    assert 0.5 * float(p.quad(step)) <= b.target_kl
+    assert b.metrics()["nu"] == 1.0
+
+
+def test_float32_directions_stay_inside_region() -> None:
+    gen = torch.Generator().manual_seed(7)
+    b, p = MarginBlender(), MatrixPrecond(torch.eye(1000))
+    for _ in range(20):
+        x_r, x_c = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen)
+        step = b.blend(Directions(x_r, x_r, x_c, x_c, D, D), p)
+        assert step.dtype == torch.float32
+        assert 0.5 * float(p.quad(step)) <= b.target_kl * (1 + 1e-5)
+
+
+# -- degenerate inputs -----------------------------------------------------------------
+def test_zero_directions_give_zero_step() -> None:
+    b, p = MarginBlender(), identity_precond()
+    z = torch.zeros(DIM, dtype=torch.float64)
+    step = b.blend(Directions(z, z, z, z, D, D), p)
+    assert torch.equal(step, z)
+    m = b.metrics()
+    assert all(math.isfinite(v) for v in m.values()) and m["cos_rc"] == 0.0
+
+
+@pytest.mark.parametrize("m", [torch.zeros(DIM, DIM), -torch.eye(DIM)], ids=["zero", "negative"])
+def test_unmeasurable_curvature_gives_no_step(m: torch.Tensor) -> None:
+    b, p = MarginBlender(), MatrixPrecond(m.double())
+    u_r, u_c = conflicting()
+    step = b.blend(Directions(u_r, u_r, -u_c, -u_c, D, D), p)
+    assert torch.equal(step, torch.zeros_like(step))
+    assert b.metrics()["nu"] == 0.0
+
+
+def test_nonfinite_direction_gives_zero_step_not_nan() -> None:
+    b, p = MarginBlender(), identity_precond()
+    u_r, u_c = conflicting()
+    u_r[2] = float("nan")
+    step = b.blend(Directions(u_r, u_r, -u_c, -u_c, D, D), p)
+    assert torch.equal(step, torch.zeros_like(step))
+    assert all(math.isfinite(v) for v in b.metrics().values())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"k": 0.0}, "k"),
+        ({"k": float("inf")}, "k"),
+        ({"margin": -0.1}, "margin"),
+        ({"normalize": "yes"}, "normalize"),
+        ({"project": "orthogonal"}, "project"),
+        ({"target_kl": 0.0}, "target_kl"),
+        ({"target_kl": float("nan")}, "target_kl"),
+    ],
+)
+def test_invalid_params_raise_naming_the_param(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name) as err:
+        MarginBlender(**kwargs)
+    if name == "project":
+        assert all(mode in str(err.value) for mode in ("cost", "reward", "both", "none"))
+
+
+def test_invalid_inputs_raise() -> None:
+    b, p = MarginBlender(), identity_precond()
+    x = torch.ones(DIM, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x_c"):
+        b.blend(Directions(x, x, None, None, D, D), p)
+    with pytest.raises(ValueError, match="ep_cost"):
+        b.cost_weight(float("nan"), D)
+    with pytest.raises(ValueError, match="cost_limit"):
+        b.cost_weight(1.0, -1.0)
+
+
+# -- metrics ---------------------------------------------------------------------------
+def test_metrics_are_means_over_calls_and_reset_on_read() -> None:
+    b, p = MarginBlender(), identity_precond()
+    u_r, u_c = conflicting()
+    small = 1e-4
+    b.blend(Directions(u_r, small * u_r, -u_c, -small * u_c, 0.0, D), p)  # conflict
+    a_r, a_c = aligned_pair(p, scale=small)
+    b.blend(Directions(a_r, a_r, a_c, a_c, LAM * D, D), p)  # no conflict
+    m = b.metrics()
+    assert set(m) == {"w_c", "nu", "projected_frac", "cos_rc"}
+    assert m["w_c"] == pytest.approx((sig(-7.0) + 0.5) / 2, rel=1e-9)
+    assert m["projected_frac"] == 0.5
+    assert m["nu"] == 1.0
+    cos1 = float(torch.dot(u_r, u_c) / (u_r.norm() * u_c.norm()))
+    cos2 = float(torch.dot(a_r, -a_c) / (a_r.norm() * a_c.norm()))
+    assert m["cos_rc"] == pytest.approx((cos1 + cos2) / 2, rel=1e-9)
+    assert b.metrics() == {}  # read resets

@@ -1,0 +1,158 @@
+"""Cost of the curvature work per policy update, relative to the two surrogate gradients.
+
+One "update" of a preconditioner here is what an update rule spends on curvature:
+`update(obs)` + `solve(g_r)` + `solve(g_c)` + one `quad`. It is reported as a multiple of
+the cost of g_r and g_c themselves (one forward, two backward passes of E[ratio * A]),
+median over repeats, for SafetyPointButton1-sized policies on random states. A second
+table compares the K-FAC G estimators ("expected" vs "sampled") in accuracy and time.
+
+    .venv/bin/python tools/bench_precond.py [--repeats 5] [--sizes 2000 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from kfcpo.flat import flat_grad, params_of
+from kfcpo.models.actor import GaussianActor
+from kfcpo.precond.base import Preconditioner
+from kfcpo.precond.cg import ConjugateGradient
+from kfcpo.precond.kfac import KFAC
+
+# SafetyPointButton1: 60-dimensional observation (lidar), 2 actions.
+OBS_DIM, ACT_DIM = 60, 2
+HIDDENS = ((64, 64), (256, 256))
+SIZES = (2000, 20000)
+# Targets from the brief: K-FAC within 1.5x of the gradients, CG >= 20x slower than K-FAC.
+KFAC_BUDGET, CG_SLOWDOWN = 1.5, 20.0
+
+
+class Problem:
+    """A policy, a batch of states and the two surrogate gradients at that policy."""
+
+    def __init__(self, hidden: tuple[int, ...], n: int, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.actor = GaussianActor(OBS_DIM, ACT_DIM, hidden)
+        self.obs = torch.randn(n, OBS_DIM)
+        with torch.no_grad():
+            dist = self.actor.distribution(self.obs)
+            self.act = dist.sample()
+            self.logp_old = dist.log_prob(self.act).sum(-1)
+        self.adv_r, self.adv_c = torch.randn(n), torch.randn(n)
+
+    def gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        params = params_of(self.actor)
+        ratio = torch.exp(self.actor.log_prob(self.obs, self.act) - self.logp_old)
+        g_r = flat_grad((ratio * self.adv_r).mean(), params, retain_graph=True)
+        g_c = flat_grad((ratio * self.adv_c).mean(), params)
+        return g_r, g_c
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: allocator, thread pool, lazy init
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def curvature_step(pre: Preconditioner, obs: torch.Tensor, g_r: torch.Tensor, g_c: torch.Tensor) -> None:
+    pre.update(obs)
+    x_r, x_c = pre.solve(g_r), pre.solve(g_c)
+    pre.quad(x_r - x_c)
+
+
+def identity_factory() -> Callable[[GaussianActor], Preconditioner] | None:
+    """The project's identity preconditioner, if it exists and takes just the actor."""
+    try:
+        module = importlib.import_module("kfcpo.precond.identity")
+    except ImportError:
+        return None
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, Preconditioner) and obj is not Preconditioner:
+            return obj
+    return None
+
+
+def cost_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
+    factories: dict[str, Callable[[GaussianActor], Preconditioner]] = {
+        "kfac": lambda a: KFAC(a),
+        "kfac sampled": lambda a: KFAC(a, estimator="sampled"),
+        "cg": lambda a: ConjugateGradient(a),
+    }
+    identity = identity_factory()
+    if identity is not None:
+        factories = {"identity": identity, **factories}
+    names = list(factories)
+    head = "| policy | N | 2 grads ms | " + " | ".join(f"{n} ms (x)" for n in names)
+    rows = [head + " | cg / kfac |", "|" + "---|" * (len(names) + 4)]
+    for hidden in HIDDENS:
+        for n in sizes:
+            prob = Problem(hidden, n)
+            g_r, g_c = prob.gradients()
+            t_grad = median_time(prob.gradients, repeats)
+            cells, t = [], {}
+            for name, make in factories.items():
+                pre = make(prob.actor)
+                t[name] = median_time(lambda pre=pre: curvature_step(pre, prob.obs, g_r, g_c), repeats)
+                cells.append(f"{1e3 * t[name]:.1f} ({t[name] / t_grad:.2f}x)")
+            speedup = t["cg"] / t["kfac"]
+            rows.append(
+                f"| {list(hidden)} | {n} | {1e3 * t_grad:.1f} | " + " | ".join(cells) + f" | {speedup:.0f}x |"
+            )
+    return rows
+
+
+def estimator_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
+    """"sampled" (one action per state) against the exact "expected" factors it estimates:
+    relative Frobenius error of each G (hidden layers, then output), and the cosine between
+    the two natural-gradient directions; times are for `update` alone."""
+    rows = [
+        "| policy | N | expected ms | sampled ms | G rel. error (per layer) | cos(x_sampled, x_expected) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for hidden in HIDDENS:
+        for n in sizes:
+            prob = Problem(hidden, n)
+            g_r, _ = prob.gradients()
+            exp_, smp = KFAC(prob.actor, decay=0.0), KFAC(prob.actor, decay=0.0, estimator="sampled")
+            t_exp = median_time(lambda exp_=exp_: exp_.update(prob.obs), repeats)
+            t_smp = median_time(lambda smp=smp: smp.update(prob.obs), repeats)
+            errs = [
+                float((gs - ge).norm() / ge.norm())
+                for (_, gs), (_, ge) in zip(smp.factors(), exp_.factors(), strict=True)
+            ]
+            x_e, x_s = exp_.solve(g_r), smp.solve(g_r)
+            cos = float(x_e @ x_s / (x_e.norm() * x_s.norm()))
+            err_txt = ", ".join(f"{e:.3f}" for e in errs)
+            rows.append(
+                f"| {list(hidden)} | {n} | {1e3 * t_exp:.1f} | {1e3 * t_smp:.1f} | {err_txt} | {cos:.3f} |"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    args = parser.parse_args()
+    sizes = tuple(args.sizes)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
+          f"obs_dim {OBS_DIM}, act_dim {ACT_DIM}, median of {args.repeats}")
+    print("\nCurvature cost per update (update + 2 solves + 1 quad), x = multiple of the two "
+          f"gradients; targets: kfac <= {KFAC_BUDGET}x, cg >= {CG_SLOWDOWN:.0f}x kfac at N = {max(sizes)}\n")
+    print("\n".join(cost_table(args.repeats, sizes)))
+    print("\nK-FAC G estimators (sampled: 1 action per state)\n")
+    print("\n".join(estimator_table(args.repeats, sizes)))
+
+
+if __name__ == "__main__":
+    main()
