@@ -28,6 +28,19 @@ CHECKPOINT_KEY = "kfcpo"
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 
 
+def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
+    # Lightning loads checkpoints with torch's weights_only unpickler: tensors and plain
+    # containers only, so numpy's (name, keys, pos, has_gauss, gauss) becomes those.
+    name, keys, pos, has_gauss, gauss = state
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _numpy_state_from_tensors(s: dict[str, Any]) -> tuple:
+    keys = s["keys"].numpy().astype(np.uint32)
+    return (s["name"], keys, s["pos"], s["has_gauss"], s["gauss"])
+
+
 def _component(cfg: DictConfig, family: str) -> tuple[str, dict[str, Any]]:
     section = OmegaConf.to_container(cfg[family])
     return section.pop("name"), section
@@ -150,7 +163,7 @@ class SafeRLModule(pl.LightningModule):
             "shuffle": self.shuffle.get_state(),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_state_to_tensors(np.random.get_state()),
                 "python": random.getstate(),
             },
         }
@@ -164,5 +177,5 @@ class SafeRLModule(pl.LightningModule):
         self.episode_means = dict(state["episode_means"])
         self.shuffle.set_state(state["shuffle"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])

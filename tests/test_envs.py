@@ -76,6 +76,29 @@ def test_navigation_task_renders_rgb_frame_headless() -> None:
     assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 10
 
 
+# --- fast reset -------------------------------------------------------------------
+
+
+def _rollout(steps: int = 5) -> tuple[list[np.ndarray], int]:
+    env = make_env(GOAL, seed=0)
+    observations = [env.reset()[0]]
+    observations += [env.step(np.array([0.5, -0.3]))[0] for _ in range(steps)]
+    texture_bytes = env.unwrapped.task.model.ntexdata
+    env.close()
+    return observations, texture_bytes
+
+
+def test_gradient_skybox_shrinks_model_and_leaves_observations_alone() -> None:
+    try:
+        envs.fast_reset.install(star_skybox=True)
+        stars, star_bytes = _rollout()
+    finally:
+        envs.fast_reset.install()
+    plain, plain_bytes = _rollout()
+    assert star_bytes > 100e6 > 1e6 > plain_bytes
+    np.testing.assert_array_equal(np.stack(stars), np.stack(plain))
+
+
 # --- single env and ids --------------------------------------------------------
 
 

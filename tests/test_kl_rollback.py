@@ -99,6 +99,16 @@ def assert_adam_state_equal(a: dict, b: dict) -> None:
             assert torch.equal(a["state"][i][key], b["state"][i][key]), (i, key)
 
 
+def flat_slice(actor: GaussianActor, param: torch.nn.Parameter) -> slice:
+    """Where `param` sits in the flat parameter vector."""
+    offset = 0
+    for p in params_of(actor):
+        if p is param:
+            return slice(offset, offset + p.numel())
+        offset += p.numel()
+    raise KeyError("not a parameter of actor")
+
+
 def direction(actor: GaussianActor, size: float, seed: int) -> torch.Tensor:
     v = torch.randn(get_flat(actor).numel(), generator=torch.Generator().manual_seed(seed))
     return size * v / v.norm()
@@ -184,24 +194,35 @@ def test_step_making_policy_nonfinite_is_rolled_back() -> None:
     mover, guard = PolicyMover(actor, PlainPrecond(actor)), KLRollback()
     before = params_copy(actor)
     step = torch.zeros(get_flat(actor).numel())
-    step[-ACT:] = 1e30  # log_std -> 1e30: std = inf, KL is not a number
+    step[flat_slice(actor, actor.log_std)] = 1e30  # log_std -> 1e30: std = inf, KL not finite
     assert guard.commit(mover, step, mb) is False
     assert_params_equal(actor, before)
     assert guard.metrics()["nonfinite_skips"] == 1
 
 
 class InfPrecond(PlainPrecond):
-    """A broken optimizer that writes inf into a parameter."""
+    """A broken optimizer that writes inf into the first layer's weights."""
+
+    def __init__(self, actor: GaussianActor, whole_layer: bool) -> None:
+        super().__init__(actor)
+        self.whole_layer = whole_layer
 
     def apply_step(self, step: torch.Tensor) -> None:
         with torch.no_grad():
-            params_of(self.actor)[0].fill_(math.inf)
+            w = self.actor.mean_net[0].weight
+            # One entry: tanh saturates, the policy output (and KL) stay finite, so only the
+            # parameter check can catch it. The whole layer: inf - inf, the KL is NaN.
+            (w.fill_ if self.whole_layer else w[0, 0].fill_)(math.inf)
 
 
-def test_nonfinite_parameters_are_rolled_back() -> None:
+@pytest.mark.parametrize("whole_layer", [False, True], ids=["finite_kl", "nan_kl"])
+def test_nonfinite_parameters_are_rolled_back(whole_layer: bool) -> None:
     actor, mb = make_actor(), make_batch()
-    mover, guard = PolicyMover(actor, InfPrecond(actor)), KLRollback()
-    before = params_copy(actor)
+    mover, guard = PolicyMover(actor, InfPrecond(actor, whole_layer)), KLRollback()
+    old, before = snapshot_dist(actor, mb.obs), params_copy(actor)
+    probe = copy.deepcopy(actor)
+    InfPrecond(probe, whole_layer).apply_step(torch.zeros(0))
+    assert math.isfinite(measured_kl(probe, mb.obs, old)) != whole_layer  # the case it claims
     assert guard.commit(mover, direction(actor, 1e-6, seed=6), mb) is False
     assert_params_equal(actor, before)
     assert guard.metrics()["nonfinite_skips"] == 1

@@ -141,6 +141,7 @@ class MarginBlender(Blender):
 
     def metrics(self) -> dict[str, float]:
         out = {} if self._calls == 0 else {k: v / self._calls for k, v in self._sums.items()}
+        self._reset()
         return out
 
     # -- internals ---------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Safety Gymnasium envs for kfcpo: compat shim, factories, vector envs, normalization.
 
 Importing this package applies ``compat`` first, so ``safety_gymnasium`` imports
-and renders on Python 3.11 / gymnasium 0.29.1 / mujoco 3.x.
+and renders on Python 3.11 / gymnasium 0.29.1 / mujoco 3.x, then ``fast_reset``
+(resets ~20x cheaper on navigation tasks; see that module).
 """
 
-from kfcpo.envs import compat
+from kfcpo.envs import compat, fast_reset
 
 compat.apply()
+fast_reset.install()
 
 # Imported after the shim on purpose: these modules import safety_gymnasium.
 from kfcpo.envs.factory import make_env, make_vector_env, space_dims  # noqa: E402
@@ -28,6 +30,7 @@ __all__ = [
     "VectorCost",
     "compat",
     "env_ids",
+    "fast_reset",
     "make_env",
     "make_vector_env",
     "space_dims",

@@ -58,7 +58,7 @@ class KLRollback(Guard):
         old = mover.old_distribution(mb.obs)
         mover.apply(step)
         kl = mean_kl(mover.actor, mb.obs, old)  # already averaged over ranks
-        nonfinite =  _any_nonfinite(params_of(mover.actor))
+        nonfinite = not math.isfinite(kl) or _any_nonfinite(params_of(mover.actor))
         if nonfinite or kl > self.target_kl:
             mover.restore(snap)
             self._nonfinite += int(nonfinite)

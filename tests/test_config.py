@@ -1,0 +1,97 @@
+"""Every config mistake is one line on stderr, exit code 2, no traceback, before any env."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kfcpo.cli import EXIT_CONFIG, main
+from kfcpo.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = str(ROOT / "conf" / "goal.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["bogus=1"], "bogus: unknown key; valid keys here:"),
+        (["env.colour=red"], "env.colour: unknown key; valid keys here:"),
+        (["preconditioner.name=kfa"], "preconditioner.name: unknown preconditioner 'kfa'"),
+        (["blender.name=nope"], "valid:"),
+        (["algorithm=ppo_lagg"], "algorithm: unknown algorithm 'ppo_lagg' (did you mean 'ppo_lag'?)"),
+        (["guard.bogus=1"], "guard.bogus: unknown parameter of guard 'early_stop'; valid: name, target_kl"),
+        (["guard.target_kl=high"], "guard.target_kl: expected float"),
+        (["guard.target_kl=-1.0"], "guard 'early_stop': target_kl: got -1.0"),
+        (["seed=abc"], "seed:"),
+        (["gamma=1.5"], "gamma: got 1.5; expected in (0, 1]"),
+        (["env.vector=threads"], "env.vector: got 'threads'; expected one of sync, async"),
+        (["env.num_envs=3"], "steps_per_epoch: 20000 is not a multiple of env.num_envs=3"),
+        (["env.id=SafetyPointButon1-v0"], "env.id: unknown env id 'SafetyPointButon1-v0'"),
+        (["trainer.max_epochs=3"], "trainer.max_epochs: set by kfcpo from total_steps / steps_per_epoch"),
+        (["trainer.devicez=2"], "trainer.devicez: not an argument of lightning.pytorch.Trainer"),
+        (["logger.wandb.mode=sometimes"], "logger.wandb.mode: got 'sometimes'"),
+        (["num_envs"], "override 'num_envs': expected key=value"),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_2(overrides, expected, capsys) -> None:
+    code = main(["fit", "--config", GOAL, *overrides])
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG
+    assert err.startswith("kfcpo: error: ")
+    assert err.count("\n") == 1, err
+    assert expected in err, err
+
+
+def test_unknown_env_lists_close_matches(capsys) -> None:
+    main(["fit", "--config", GOAL, "env.id=SafetyPointButon1-v0"])
+    assert "SafetyPointButton1-v0" in capsys.readouterr().err
+
+
+def test_missing_config_file(capsys, tmp_path) -> None:
+    assert main(["fit", "--config", str(tmp_path / "none.yaml")]) == EXIT_CONFIG
+    assert "--config: no such file" in capsys.readouterr().err
+
+
+def test_cli_process_exits_2_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "kfcpo.cli", "fit", "--config", GOAL, "preconditioner.name=kfa"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("kfcpo: error: preconditioner.name")
+
+
+def test_layers_compose_in_order() -> None:
+    cfg, _ = load_config(GOAL, ["env.num_envs=2", "guard.target_kl=0.05"])
+    assert cfg.env.id == "SafetyPointGoal1-v0"  # experiment file
+    assert cfg.update_iters == 40  # preset (ppo_lag)
+    assert cfg.env.num_envs == 2  # command line over file
+    assert cfg.guard.target_kl == 0.05  # command line over catalogue default
+    assert cfg.blender.clip == 0.2  # catalogue default
+
+
+def test_switching_a_component_resets_its_parameters(tmp_path) -> None:
+    extra = tmp_path / "preconditioner"
+    extra.mkdir()
+    (extra / "plain.yaml").write_text(
+        "description: test double\ntarget: kfcpo.precond.identity.Identity\nparams: {lr: 0.5}\n"
+    )
+    cfg, _ = load_config(
+        GOAL, [f"registry_paths=[{tmp_path}]", "preconditioner.lr=0.1", "preconditioner.name=plain"]
+    )
+    # lr=0.1 was given next to the preset's component in the same layer as the switch:
+    # the switch happens first in that layer, then its parameters apply.
+    assert cfg.preconditioner.name == "plain"
+    assert cfg.preconditioner.lr == 0.1
+    cfg, _ = load_config(GOAL, [f"registry_paths=[{tmp_path}]", "preconditioner.name=plain"])
+    assert cfg.preconditioner.lr == 0.5
+
+
+def test_print_config_prints_resolved_yaml(capsys) -> None:
+    assert main(["fit", "--config", GOAL, "--print-config", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 7" in out
+    assert "name: early_stop" in out
