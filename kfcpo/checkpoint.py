@@ -27,7 +27,7 @@ def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
         raise ConfigError(f"{key}: no such checkpoint file '{path}'")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not readable"
+    except Exception as err:
         raise ConfigError(f"{key}: '{path}' is not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or "kfcpo" not in ckpt or "hyper_parameters" not in ckpt:
         raise ConfigError(f"{key}: '{path}' is not a kfcpo checkpoint")

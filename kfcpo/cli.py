@@ -36,7 +36,9 @@ def _print_registry(family: str | None) -> None:
                 defaults = ", ".join(f"{k}={v}" for k, v in entry.params.items())
                 print(f"  {'':<14} defaults: {defaults}")
             if entry.config:
-                parts = [f"{k}={v['name']}" for k, v in entry.config.items() if isinstance(v, dict) and "name" in v]
+                parts = [
+                    f"{k}={v['name']}" for k, v in entry.config.items() if isinstance(v, dict) and "name" in v
+                ]
                 print(f"  {'':<14} composition: {', '.join(parts)}")
 
 

@@ -80,7 +80,8 @@ class SafeRLModule(pl.LightningModule):
         per_rank = cfg.steps_per_epoch // world
         if per_rank % cfg.env.num_envs:
             raise ValueError(
-                f"steps_per_epoch / world_size = {per_rank} is not a multiple of env.num_envs={cfg.env.num_envs}"
+                f"steps_per_epoch / world_size = {per_rank} is not a multiple of "
+                f"env.num_envs={cfg.env.num_envs}"
             )
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))

@@ -94,17 +94,17 @@ def critic_update(
 ) -> float:
     """MSE regression of each critic on its value targets; returns the last mean loss.
 
-    Gradients are all-reduced explicitly (plain backward is not synchronized by DDP)."""
+    Gradients come from torch.autograd.grad and are averaged over ranks explicitly:
+    `backward()` would fire DDP's reducer hooks outside the forward they belong to."""
     params = [p for critic, _ in critics for p in critic.parameters()]
     loss_value = float("nan")
     for _ in range(cfg.critic_iters):
         for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
             loss = sum(nn.functional.mse_loss(c(obs[idx]), target[idx]) for c, target in critics)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in params:
-                if p.grad is not None:
-                    p.grad = all_mean(p.grad)
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = all_mean(g)
             optimizer.step()
             loss_value = float(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
     return loss_value

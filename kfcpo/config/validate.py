@@ -87,7 +87,8 @@ def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None
         default = entry.params[key]
         if not _type_matches(default, value):
             raise ConfigError(
-                f"{family}.{key}: expected {type(default).__name__} like the default {default!r}, got {value!r}"
+                f"{family}.{key}: expected {type(default).__name__} "
+                f"like the default {default!r}, got {value!r}"
             )
     try:
         # A throwaway instance on a tiny policy runs the component's own range checks now.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -14,7 +15,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), act()]
     layers.append(nn.Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)

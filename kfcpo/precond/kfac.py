@@ -81,6 +81,19 @@ def _sym_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return e.clamp_min(0.0), q
 
 
+def _second_moment(a: torch.Tensor, append_one: bool) -> torch.Tensor:
+    """E[a a^T] over rows, with a 1 appended to each row when `append_one`. Assembled from
+    a^T a and the column sums rather than by concatenating a ones column (a full copy)."""
+    n = a.shape[0]
+    aa = a.T @ a
+    if not append_one:
+        return aa / n
+    s = a.sum(0, keepdim=True)
+    top = torch.cat([aa, s.T], dim=1)
+    bottom = torch.cat([s, torch.full((1, 1), float(n), dtype=a.dtype, device=a.device)], dim=1)
+    return torch.cat([top, bottom], dim=0) / n
+
+
 class KFAC(Preconditioner):
     """Kronecker-factored Fisher of a `GaussianActor` (every trainable parameter must be a
     Linear weight/bias of `mean_net` or the log-std).
@@ -234,12 +247,9 @@ class KFAC(Preconditioner):
                 ds = torch.autograd.grad(mean, outputs, go, retain_graph=i < len(grad_outs) - 1)
                 for acc, d in zip(d_sq, ds, strict=True):
                     acc.add_(d.T @ d)
-        n = obs.shape[0]
         stats = []
         for layer, a, g in zip(self.layers, inputs, d_sq, strict=True):
-            if layer.bias_at is not None:
-                a = torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
-            stats += [(a.T @ a) / n, g / count]
+            stats += [_second_moment(a, layer.bias_at is not None), g / count]
         packed = all_mean(torch.cat([s.to(FACTOR_DTYPE).reshape(-1) for s in stats]))
         if not bool(torch.isfinite(packed).all()):
             return None
