@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from kfcpo.train import fit  # heavy imports only when training
 
+        from lightning.pytorch.utilities import rank_zero_only
+
         out_dir = fit(cfg)
-        print(f"run folder: {out_dir}")
+        rank_zero_only(print)(f"run folder: {out_dir}")
         return 0
     except (ConfigError, RegistryError) as err:
         print(f"kfcpo: error: {err}", file=sys.stderr)

@@ -21,6 +21,19 @@ def all_mean(t: torch.Tensor) -> torch.Tensor:
     return out / n
 
 
+def assert_same_on_ranks(named: dict[str, torch.Tensor]) -> None:
+    """Raise if any tensor differs between ranks (bitwise: max == min everywhere)."""
+    if world_size() == 1:
+        return
+    for name, t in named.items():
+        hi, lo = t.detach().clone(), t.detach().clone()
+        torch_dist.all_reduce(hi, op=torch_dist.ReduceOp.MAX)
+        torch_dist.all_reduce(lo, op=torch_dist.ReduceOp.MIN)
+        if not torch.equal(hi, lo):
+            gap = float((hi - lo).abs().max())
+            raise RuntimeError(f"ranks diverged: '{name}' differs between ranks (max gap {gap:.3e})")
+
+
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return t

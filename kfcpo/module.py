@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
-from kfcpo.dist import all_sum
+from kfcpo.dist import all_sum, assert_same_on_ranks
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.models import Critic, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
@@ -137,6 +137,8 @@ class SafeRLModule(pl.LightningModule):
         optimizer = self.optimizers().optimizer
         critics = [(self.critic_r, batch.ret_r), (self.critic_c, batch.ret_c)]
         metrics["critic_loss"] = critic_update(critics, batch.obs, optimizer, self.update_cfg, self.shuffle)
+        if self.cfg.check_sync:
+            assert_same_on_ranks(dict(self.named_parameters()))
         epoch_s = rollout.stats.rollout_s + metrics["update_s"]
         metrics.update(stats)
         metrics.update(

@@ -217,6 +217,7 @@ def test_zero_directions_give_zero_step() -> None:
     assert torch.equal(step, z)
     m = b.metrics()
     assert all(math.isfinite(v) for v in m.values()) and m["cos_rc"] == 0.0
+    assert m["nu"] == 1.0  # nothing to scale, not "unmeasurable"
 
 
 @pytest.mark.parametrize("m", [torch.zeros(DIM, DIM), -torch.eye(DIM)], ids=["zero", "negative"])

@@ -57,6 +57,9 @@ class Config:
     # tiny (num_envs rows), where extra threads only add synchronization (measured 6x
     # slower with 2 threads on a loaded 2-core machine).
     threads: int = 1
+    # After every update, verify that all ranks hold identical parameters and stop with
+    # an error naming the first differing tensor if not (costs one all-reduce).
+    check_sync: bool = False
     total_steps: int = 1_000_000
     steps_per_epoch: int = 20_000
     cost_limit: float = 25.0

@@ -12,8 +12,8 @@ import torch
 
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
-from kfcpo.dist import all_mean
-from kfcpo.envs import COST_KEY, ObsNormalizer
+from kfcpo.dist import all_mean, all_sum, world_size
+from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
 from kfcpo.models import Critic, GaussianActor
 
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
@@ -75,8 +75,11 @@ class RolloutCollector:
         boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
         sums = np.zeros(3)  # return, cost, length over finished episodes
         episodes = 0
+        start_stats = self.normalizer.rms.state_dict()
+        epoch_stats = RunningMeanStd(self.normalizer.rms.shape)
         for t in range(T):
             self.normalizer.update(self.obs)
+            epoch_stats.update(self.obs)
             obs = self._tensor(self.obs)
             dist = self.actor.distribution(obs)
             act = dist.sample()
@@ -107,6 +110,8 @@ class RolloutCollector:
             if self.on_progress is not None:
                 self.on_progress(N)
         last_r, last_c = self._values(self._tensor(self.obs))
+        if world_size() > 1:
+            self._merge_ranks(start_stats, epoch_stats)
         batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
         stats = EpochStats(
             ep_ret_sum=float(sums[0]),
@@ -118,6 +123,18 @@ class RolloutCollector:
             policy_version=policy_version,
         )
         return Rollout(batch=batch, stats=stats)
+
+    def _merge_ranks(self, start: dict, epoch: RunningMeanStd) -> None:
+        """Make every rank's normalizer the statistics of all ranks' observations: each
+        rank saw only its own this epoch (DDP broadcasts buffers once, never again)."""
+        n = torch.tensor(epoch.count, dtype=torch.float64)
+        mean = torch.as_tensor(epoch.mean)
+        moments = torch.stack([n * mean, n * (torch.as_tensor(epoch.var) + mean**2)])
+        total, moments = all_sum(n), all_sum(moments)
+        union_mean = moments[0] / total
+        union_var = moments[1] / total - union_mean**2
+        self.normalizer.rms.load_state_dict(start)
+        self.normalizer.rms.merge(float(total), union_mean.numpy(), union_var.clamp(min=0).numpy())
 
     def _advantages(self, obs, act, grid, boot_r, boot_c, last_r, last_c) -> Batch:
         cfg = self.gae_cfg
