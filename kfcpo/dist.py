@@ -34,6 +34,15 @@ def assert_same_on_ranks(named: dict[str, torch.Tensor]) -> None:
             raise RuntimeError(f"ranks diverged: '{name}' differs between ranks (max gap {gap:.3e})")
 
 
+def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `t`, in rank order (`[t]` on one process)."""
+    if world_size() == 1:
+        return [t]
+    out = [torch.empty_like(t) for _ in range(world_size())]
+    torch_dist.all_gather(out, t.detach().contiguous())
+    return out
+
+
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return t

@@ -35,9 +35,7 @@ VECTOR_KINDS = ["sync", "async"]
 def test_fresh_process_imports_safety_gymnasium_and_picks_headless_gl() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
     code = "import kfcpo.envs, safety_gymnasium, os; print(os.environ['MUJOCO_GL'])"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] in {"egl", "osmesa"}
 

@@ -38,8 +38,7 @@ def main() -> None:
     for env_id in args.tasks:
         for n in args.envs:
             rates = [
-                steps_per_second(env_id, n, vector, args.steps, args.seed)
-                for vector in ("sync", "async")
+                steps_per_second(env_id, n, vector, args.steps, args.seed) for vector in ("sync", "async")
             ]
             print(f"{env_id:24} {n:>4} {rates[0]:>8.0f} {rates[1]:>8.0f}", flush=True)
 

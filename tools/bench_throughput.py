@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,17 +31,8 @@ from kfcpo.module import SafeRLModule
 from kfcpo.train import build_trainer
 from kfcpo.update import critic_update, policy_update
 
-
-def raw_rate(env_id: str, num_envs: int, vector: str, steps: int, seed: int) -> float:
-    envs = make_vector_env(env_id, num_envs, seed=seed, vector=vector)
-    envs.reset(seed=seed)
-    envs.action_space.seed(seed)
-    start = time.perf_counter()
-    for _ in range(steps // num_envs):
-        envs.step(envs.action_space.sample())
-    rate = steps / (time.perf_counter() - start)
-    envs.close()
-    return rate
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_envs_raw import steps_per_second
 
 
 class EpochClock(pl.Callback):
@@ -129,7 +121,7 @@ def main() -> None:
                 "logger.wandb.mode=disabled", f"checkpoint.every_n_epochs={args.epochs}",
                 *args.overrides,
             ]
-            raw = raw_rate(env_id, n, vector, args.steps_per_epoch, args.seed)
+            raw = steps_per_second(env_id, n, vector, args.steps_per_epoch, args.seed)
             with tempfile.TemporaryDirectory() as tmp:
                 fit_t, update_s = fit_epochs(overrides, Path(tmp))
             plain_t = plain_epochs(overrides)

@@ -12,6 +12,15 @@ digest="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$digest" ]]; then
   exit 0
 fi
+# Headless MuJoCo rendering needs an EGL driver (Debian: libegl1 + Mesa); install it
+# only when it is missing and we may (root with apt), otherwise leave it to the user.
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL.so.1"; then
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  else
+    echo "note: no libEGL found; headless rendering (videos) needs libegl1 and Mesa" >&2
+  fi
+fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # torch first, pinned: 2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.

@@ -12,7 +12,7 @@ import torch
 
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
-from kfcpo.dist import all_mean, all_sum, world_size
+from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
 from kfcpo.models import Critic, GaussianActor
 
@@ -126,15 +126,17 @@ class RolloutCollector:
 
     def _merge_ranks(self, start: dict, epoch: RunningMeanStd) -> None:
         """Make every rank's normalizer the statistics of all ranks' observations: each
-        rank saw only its own this epoch (DDP broadcasts buffers once, never again)."""
-        n = torch.tensor(epoch.count, dtype=torch.float64)
-        mean = torch.as_tensor(epoch.mean)
-        moments = torch.stack([n * mean, n * (torch.as_tensor(epoch.var) + mean**2)])
-        total, moments = all_sum(n), all_sum(moments)
-        union_mean = moments[0] / total
-        union_var = moments[1] / total - union_mean**2
+        rank saw only its own this epoch (DDP broadcasts buffers once, never again).
+        Each rank's (count, mean, var) is merged with the parallel formula, in rank
+        order, so all ranks compute the same float64 result."""
+        parts = [torch.tensor([epoch.count]), torch.as_tensor(epoch.mean).reshape(-1),
+                 torch.as_tensor(epoch.var).reshape(-1)]
+        mine = torch.cat([p.to(torch.float64) for p in parts])
         self.normalizer.rms.load_state_dict(start)
-        self.normalizer.rms.merge(float(total), union_mean.numpy(), union_var.clamp(min=0).numpy())
+        dim = epoch.mean.size
+        for part in all_gather(mine):
+            count, mean, var = float(part[0]), part[1 : 1 + dim].numpy(), part[1 + dim :].numpy()
+            self.normalizer.rms.merge(count, mean.reshape(epoch.shape), var.reshape(epoch.shape))
 
     def _advantages(self, obs, act, grid, boot_r, boot_c, last_r, last_c) -> Batch:
         cfg = self.gae_cfg

@@ -8,16 +8,20 @@ It runs on ``import kfcpo.envs`` and is idempotent, so users never patch anythin
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import dataclasses
 import importlib
+import io
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 _PATCHED_FLAG = "_kfcpo_compat"
+FARAMA_NOTICE = "environment's reward functions were updated"
 # The packages whose dataclasses may keep ndarray defaults; everyone else keeps
 # Python's own check.
 _ARRAY_DEFAULT_MODULES = ("safety_gymnasium",)
@@ -40,9 +44,21 @@ def apply() -> None:
         return
     _default_gl_backend()
     _allow_array_defaults_in_safety_gymnasium()
-    importlib.import_module("safety_gymnasium")
+    _import_quietly("safety_gymnasium")
     _fix_marker_drawing()
     _applied = True
+
+
+def _import_quietly(name: str) -> None:
+    # gymnasium-robotics 1.2.3 prints a notice about Adroit reward versions to stderr on
+    # import (via farama_notifications); it concerns tasks kfcpo never uses and would
+    # break one-line error output. Anything else printed during the import passes through.
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        importlib.import_module(name)
+    for line in captured.getvalue().splitlines(keepends=True):
+        if FARAMA_NOTICE not in line:
+            sys.stderr.write(line)
 
 
 def _default_gl_backend() -> None:
@@ -72,9 +88,7 @@ def _allow_array_defaults_in_safety_gymnasium() -> None:
 
     def get_field(cls: type, name: str, *args: Any) -> dataclasses.Field:
         value = cls.__dict__.get(name)
-        if not (
-            isinstance(value, np.ndarray) and cls.__module__.startswith(_ARRAY_DEFAULT_MODULES)
-        ):
+        if not (isinstance(value, np.ndarray) and cls.__module__.startswith(_ARRAY_DEFAULT_MODULES)):
             return original(cls, name, *args)
         setattr(cls, name, dataclasses.MISSING)
         try:

@@ -46,11 +46,7 @@ class RunningMeanStd:
         total = self.count + other_count
         delta = other_mean - self.mean
         # Sum of squared deviations of the union, from both parts' own sums.
-        m2 = (
-            self.var * self.count
-            + other_var * other_count
-            + delta**2 * self.count * other_count / total
-        )
+        m2 = self.var * self.count + other_var * other_count + delta**2 * self.count * other_count / total
         self.mean = self.mean + delta * (other_count / total)
         self.var = m2 / total
         self.count = float(total)
