@@ -10,6 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.config.errors import ConfigError
 
+CHECKPOINT_KEY = "kfcpo"
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+
 # Keys whose change makes a checkpoint's tensors or component states meaningless.
 STRUCTURAL_KEYS = (
     "env.id",
@@ -29,8 +32,14 @@ def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ConfigError(f"{key}: '{path}' is not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "kfcpo" not in ckpt or "hyper_parameters" not in ckpt:
+    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "hyper_parameters" not in ckpt:
         raise ConfigError(f"{key}: '{path}' is not a kfcpo checkpoint")
+    state = ckpt[CHECKPOINT_KEY]
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt != CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"{key}: '{path}' has checkpoint format {fmt}; this kfcpo reads format {CHECKPOINT_FORMAT}"
+        )
     return ckpt
 
 

@@ -1,4 +1,4 @@
-"""`kfcpo fit`, `kfcpo registry`: the command line. Config errors exit 2, one line."""
+"""`kfcpo fit`, `kfcpo eval`, `kfcpo registry`: the command line. Config errors exit 2, one line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", "-c", help="experiment YAML (e.g. conf/button.yaml)")
     fit.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     fit.add_argument("overrides", nargs="*", help="key=value overrides, e.g. env.num_envs=4")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint (stats, optional video)",
+                        description="kfcpo eval CHECKPOINT [--episodes N] [--video PATH] ...")
+    ev.add_argument("checkpoint", help="a kfcpo checkpoint, e.g. runs/.../checkpoints/last.ckpt")
+    ev.add_argument("--episodes", "-n", type=int, default=10, help="episodes to run (default 10)")
+    ev.add_argument("--video", help="record to this .mp4 or .gif (rendered headless)")
+    ev.add_argument("--video-episodes", type=int, default=1, help="episodes to record (default 1)")
+    ev.add_argument("--deterministic", action="store_true", help="act with the mean, not a sample")
+    ev.add_argument("--seed", type=int, help="env and action seed (default: the run's seed + 100000)")
+    ev.add_argument("--max-steps", type=int, help="cap steps per episode (default: the env's limit)")
+    ev.add_argument("--camera", help="camera name (default: fixedfar on navigation tasks)")
+    ev.add_argument("--wandb", action="store_true", help="log stats and video to wandb if the run used it")
     reg = sub.add_parser("registry", help="list the component catalogue")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     return parser
@@ -48,13 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "registry":
             _print_registry(args.family)
             return 0
+        if args.command == "eval":
+            from kfcpo.evaluate import evaluate  # torch, envs and renderers only when evaluating
+
+            evaluate(
+                args.checkpoint, args.episodes, video=args.video, video_episodes=args.video_episodes,
+                deterministic=args.deterministic, seed=args.seed, max_steps=args.max_steps,
+                camera=args.camera, wandb=args.wandb,
+            )
+            return 0
         cfg, _ = load_config(args.config, args.overrides)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return 0
-        from kfcpo.train import fit  # heavy imports only when training
-
         from lightning.pytorch.utilities import rank_zero_only
+
+        from kfcpo.train import fit  # heavy imports only when training
 
         out_dir = fit(cfg)
         rank_zero_only(print)(f"run folder: {out_dir}")

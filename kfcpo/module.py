@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from kfcpo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.dist import all_sum, assert_same_on_ranks
@@ -23,9 +24,6 @@ from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.models import Critic, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
 from kfcpo.update import UpdateConfig, critic_update, policy_update
-
-CHECKPOINT_KEY = "kfcpo"
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 
 
 def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:

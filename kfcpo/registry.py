@@ -105,8 +105,10 @@ class Catalogue:
             ) from None
 
     def build(self, family: str, name: str, params: dict[str, Any], *args: Any) -> Any:
-        """Instantiate a component: positional `args` first, then its parameters."""
-        return self.get(family, name).load_class()(*args, **params)
+        """Instantiate a component: positional `args` first, then its catalogue defaults
+        updated with `params`."""
+        entry = self.get(family, name)
+        return entry.load_class()(*args, **{**entry.params, **params})
 
 
 def check_signature(entry: Entry) -> list[str]:

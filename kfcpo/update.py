@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributions import Normal
 
 from kfcpo.blend.base import Blender, Directions
 from kfcpo.data.batch import Batch
@@ -31,10 +32,10 @@ class UpdateConfig:
     critic_minibatch_size: int
 
 
-def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[Batch]:
-    """A fresh shuffle per pass; the same count on every rank (ranks hold equal sizes)."""
-    for idx in torch.randperm(len(batch), generator=generator).split(size):
-        yield batch.select(idx)
+def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index sets of a fresh shuffle per pass; the same count on every rank (ranks hold
+    equal sizes)."""
+    yield from torch.randperm(len(batch), generator=generator).split(size)
 
 
 def policy_update(
@@ -55,8 +56,10 @@ def policy_update(
     blender.observe_cost(ep_cost, cost_limit)
     guard.begin_epoch()
     steps = committed = nonfinite = 0
+    stopped = False
     for _ in range(cfg.update_iters):
-        for mb in minibatches(batch, cfg.minibatch_size, generator):
+        for idx in minibatches(batch, cfg.minibatch_size, generator):
+            mb = batch.select(idx)
             precond.update(mb.obs)
             loss_r, loss_c = blender.surrogates(actor, mb)
             want_cost = blender.needs_cost_direction and loss_c is not None
@@ -70,13 +73,18 @@ def policy_update(
                 nonfinite += 1  # never write NaN into the policy: skip this minibatch
                 continue
             committed += guard.commit(mover, step, mb)
-        if guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
+            rollout_mb = Normal(rollout_policy.loc[idx], rollout_policy.scale[idx], validate_args=False)
+            if guard.stop(mean_kl(actor, mb.obs, rollout_mb)):
+                stopped = True
+                break
+        if stopped:
             break
     metrics = {
         "kl": mean_kl(actor, batch.obs, rollout_policy),
         "policy_steps": float(steps),
         "committed_frac": committed / max(steps, 1),
         "nonfinite_steps": float(nonfinite),
+        "stopped_early": float(stopped),
         **precond.metrics(),
         **blender.metrics(),
         **guard.metrics(),

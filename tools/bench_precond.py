@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 
@@ -82,7 +84,7 @@ def identity_factory() -> Callable[[GaussianActor], Preconditioner] | None:
     return None
 
 
-def cost_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
+def cost_table(repeats: int, sizes: tuple[int, ...]) -> Iterator[str]:
     """Each repeat times the gradients and then every preconditioner back to back, and the
     ratios are taken within the repeat: on a shared machine the load drifts, and adjacent
     timings drift together."""
@@ -95,15 +97,14 @@ def cost_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
     if identity is not None:
         factories = {"identity": identity, **factories}
     head = "| policy | N | 2 grads ms | " + " | ".join(f"{n} ms (x grads)" for n in factories)
-    rows = [head + " | cg / kfac |", "|" + "---|" * (len(factories) + 4)]
+    yield head + " | cg / kfac |"
+    yield "|" + "---|" * (len(factories) + 4)
     for hidden in HIDDENS:
         for n in sizes:
             prob = Problem(hidden, n)
             g_r, g_c = prob.gradients()
             pres = {name: make(prob.actor) for name, make in factories.items()}
-            steps = {
-                name: lambda pre=pre: curvature_step(pre, prob.obs, g_r, g_c) for name, pre in pres.items()
-            }
+            steps = {name: partial(curvature_step, pre, prob.obs, g_r, g_c) for name, pre in pres.items()}
             for fn in (prob.gradients, *steps.values()):  # warm-up: allocator, threads, lazy init
                 fn()
             t_grad, t, ratio = [], {k: [] for k in steps}, {k: [] for k in [*steps, "cg/kfac"]}
@@ -115,24 +116,21 @@ def cost_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
                 ratio["cg/kfac"].append(t["cg"][-1] / t["kfac"][-1])
             med = statistics.median
             cells = [f"{1e3 * med(t[k]):.1f} ({med(ratio[k]):.2f}x)" for k in steps]
-            rows.append(
+            yield (
                 f"| {list(hidden)} | {n} | {1e3 * med(t_grad):.1f} | "
                 + " | ".join(cells)
                 + f" | {med(ratio['cg/kfac']):.0f}x |"
             )
-    return rows
 
 
-def estimator_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
-    """"sampled" (one action per state) against the exact "expected" factors it estimates,
+def estimator_table(repeats: int, sizes: tuple[int, ...]) -> Iterator[str]:
+    """ "sampled" (one action per state) against the exact "expected" factors it estimates,
     on a policy whose output layer has gain 1 (as after some training; at the 0.01 init gain
     the hidden-layer G are ~1e-4 and damping hides any estimator difference): relative
     Frobenius error of each G (first hidden layer ... output layer) and the cosine of the
     two natural-gradient directions; times are for one `update` (median)."""
-    rows = [
-        "| policy | N | expected ms | sampled ms | G rel. error per layer | cos(x_sampled, x_expected) |",
-        "|---|---|---|---|---|---|",
-    ]
+    yield "| policy | N | expected ms | sampled ms | G rel. error per layer | cos(x_sampled, x_expected) |"
+    yield "|---|---|---|---|---|---|"
     for hidden in HIDDENS:
         for n in sizes:
             prob = Problem(hidden, n)
@@ -143,8 +141,8 @@ def estimator_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
                 pre.update(prob.obs)
             t_exp, t_smp = [], []
             for _ in range(repeats):
-                t_exp.append(seconds(lambda: exp_.update(prob.obs)))
-                t_smp.append(seconds(lambda: smp.update(prob.obs)))
+                t_exp.append(seconds(partial(exp_.update, prob.obs)))
+                t_smp.append(seconds(partial(smp.update, prob.obs)))
             errs = [
                 float((gs - ge).norm() / ge.norm())
                 for (_, gs), (_, ge) in zip(smp.factors(), exp_.factors(), strict=True)
@@ -153,11 +151,10 @@ def estimator_table(repeats: int, sizes: tuple[int, ...]) -> list[str]:
             cos = float(x_e @ x_s / (x_e.norm() * x_s.norm()))
             err_txt = ", ".join(f"{e:.3f}" for e in errs)
             med = statistics.median
-            rows.append(
+            yield (
                 f"| {list(hidden)} | {n} | {1e3 * med(t_exp):.1f} | {1e3 * med(t_smp):.1f} | "
                 f"{err_txt} | {cos:.4f} |"
             )
-    return rows
 
 
 def main() -> None:
@@ -166,13 +163,25 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     args = parser.parse_args()
     sizes = tuple(args.sizes)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
-          f"obs_dim {OBS_DIM}, act_dim {ACT_DIM}, median of {args.repeats}")
-    print("\nCurvature cost per update (update + 2 solves + 1 quad), x = multiple of the two "
-          f"gradients; targets: kfac <= {KFAC_BUDGET}x, cg >= {CG_SLOWDOWN:.0f}x kfac at N = {max(sizes)}\n")
-    print("\n".join(cost_table(args.repeats, sizes)))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
+        f"obs_dim {OBS_DIM}, act_dim {ACT_DIM}, median of {args.repeats}; "
+        f"load average {load()} (timings on a shared machine drift with it)"
+    )
+    print(
+        "\nCurvature cost per update (update + 2 solves + 1 quad), x = multiple of the two "
+        f"gradients; targets: kfac <= {KFAC_BUDGET}x, cg >= {CG_SLOWDOWN:.0f}x kfac at N = {max(sizes)}\n"
+    )
+    for row in cost_table(args.repeats, sizes):
+        print(row, flush=True)
     print("\nK-FAC G estimators (sampled: 1 action per state)\n")
-    print("\n".join(estimator_table(args.repeats, (MINIBATCH, *sizes))))
+    for row in estimator_table(args.repeats, (MINIBATCH, *sizes)):
+        print(row, flush=True)
+    print(f"\nload average at the end: {load()}")
+
+
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

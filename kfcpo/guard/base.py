@@ -54,7 +54,8 @@ class Guard(ABC):
         """Apply `step` (or a part of it); return whether the policy moved."""
 
     def stop(self, kl_from_rollout: float) -> bool:
-        """After each pass over the epoch's data: True ends the epoch's policy updates."""
+        """After each minibatch, given the KL of the policy from the rollout policy on
+        that minibatch (the same on all ranks): True ends the epoch's policy updates."""
         return False
 
     def metrics(self) -> dict[str, float]:

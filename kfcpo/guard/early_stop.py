@@ -1,5 +1,5 @@
-"""Early stop (PPO family): every step is taken; the epoch's policy updates end after
-the first pass over the data whose KL from the rollout policy exceeds the target."""
+"""Early stop (PPO family): every step is taken; the epoch's policy updates end at the
+first minibatch whose KL from the rollout policy exceeds the target."""
 
 from __future__ import annotations
 
@@ -14,20 +14,10 @@ class EarlyStop(Guard):
         if target_kl <= 0:
             raise ValueError(f"target_kl: got {target_kl}; expected > 0")
         self.target_kl = target_kl
-        self.passes = 0
-        self.stopped = False
-
-    def begin_epoch(self) -> None:
-        self.passes, self.stopped = 0, False
 
     def commit(self, mover: PolicyMover, step: torch.Tensor, mb: Batch) -> bool:
         mover.apply(step)
         return True
 
     def stop(self, kl_from_rollout: float) -> bool:
-        self.passes += 1
-        self.stopped = kl_from_rollout > self.target_kl
-        return self.stopped
-
-    def metrics(self) -> dict[str, float]:
-        return {"update_passes": float(self.passes), "early_stopped": float(self.stopped)}
+        return kl_from_rollout > self.target_kl

@@ -42,7 +42,9 @@ class GaussianActor(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> Normal:
         mean = self.mean_net(obs)
-        return Normal(mean, self.log_std.exp().expand_as(mean))
+        # validate_args=False: the guard must see a NaN policy as a NaN KL, not an exception
+        # (an exception on one rank would leave the others waiting); it is also faster.
+        return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Log-density of whole action vectors, shape (N,)."""

@@ -111,11 +111,15 @@ class ConjugateGradient(Preconditioner):
 
     def metrics(self) -> dict[str, float]:
         n = self._sums["cg_solves"]
-        out = {} if n == 0 else {
-            "cg_iters": self._sums["cg_iters"] / n,
-            "cg_residual": self._sums["cg_residual"] / n,
-            "cg_solves": n,
-        }
+        out = (
+            {}
+            if n == 0
+            else {
+                "cg_iters": self._sums["cg_iters"] / n,
+                "cg_residual": self._sums["cg_residual"] / n,
+                "cg_solves": n,
+            }
+        )
         self._reset_metrics()
         return out
 

@@ -1,0 +1,266 @@
+"""`kfcpo eval`: run a trained policy from a checkpoint, report return, cost and length
+over N episodes, and optionally record a video of the first ones.
+
+The normalizer's statistics are those saved with the checkpoint and are not updated:
+evaluation must not move the input scaling the policy was trained with.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from kfcpo.checkpoint import CHECKPOINT_KEY, read_checkpoint
+from kfcpo.config.errors import ConfigError
+from kfcpo.envs import COST_KEY, ObsNormalizer, UnknownEnvError, make_env, space_dims
+from kfcpo.models import GaussianActor
+from kfcpo.video import VideoWriter, check_video_path
+
+if TYPE_CHECKING:
+    # Not imported at run time before kfcpo.envs: importing gymnasium first would print
+    # gymnasium-robotics' import notice, which kfcpo.envs' shim keeps quiet.
+    import gymnasium
+
+# Training envs use seeds seed + 1000 * rank + i; an offset well past them gives
+# evaluation episodes (goal and hazard layouts) that training did not start from.
+EVAL_SEED_OFFSET = 100_000
+# Navigation tasks (built by safety_gymnasium's Builder) default to the robot's own
+# "vision" camera; "fixedfar" shows the whole arena. Other tasks keep their default
+# (the velocity tasks' camera tracks the agent; they have no "fixedfar").
+NAV_ENTRY_POINT = "safety_gymnasium.builder:Builder"
+NAV_CAMERA = "fixedfar"
+DEFAULT_FPS = 30
+KEY = "checkpoint"  # the name errors give the checkpoint argument
+METRICS = (("ep_ret", "return"), ("ep_cost", "cost"), ("ep_len", "length"))
+
+
+@dataclass
+class Policy:
+    actor: GaussianActor
+    normalizer: ObsNormalizer
+    config: DictConfig
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool, generator: torch.Generator) -> np.ndarray:
+        x = torch.as_tensor(self.normalizer.normalize(obs[None]), dtype=torch.float32)
+        dist = self.actor.distribution(x)
+        if deterministic:
+            return dist.mean[0].numpy()
+        # Drawn from our own generator so a --seed reproduces the episodes exactly.
+        noise = torch.randn(dist.mean.shape, generator=generator)
+        return (dist.mean + dist.stddev * noise)[0].numpy()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def load_policy(path: str | Path) -> Policy:
+    """The actor and normalizer of a kfcpo checkpoint; ConfigError (one line) otherwise."""
+    ckpt = read_checkpoint(path, key=KEY)  # also checks the kfcpo checkpoint format
+    state = ckpt[CHECKPOINT_KEY]
+    try:
+        cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+        obs_dim, act_dim = space_dims(cfg.env.id)
+        actor = GaussianActor(obs_dim, act_dim, list(cfg.model.hidden), cfg.model.activation)
+        prefix = "actor."
+        weights = {k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        actor.load_state_dict(weights)
+        normalizer = ObsNormalizer((obs_dim,))
+        normalizer.load_state_dict(state["normalizer"])
+    except UnknownEnvError as err:
+        raise ConfigError(f"{KEY}: '{path}' was trained on {err}") from None
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as err:
+        # Missing keys, shapes that differ from the config: the file is not one this
+        # kfcpo can rebuild a policy from.
+        raise ConfigError(f"{KEY}: '{path}' does not match its own config ({_first_line(err)})") from None
+    actor.eval()
+    return Policy(actor, normalizer, cfg)
+
+
+def default_camera(env_id: str) -> str | None:
+    from gymnasium.envs import registry  # already loaded (quietly) by kfcpo.envs
+
+    spec = registry.get(env_id)
+    return NAV_CAMERA if spec is not None and spec.entry_point == NAV_ENTRY_POINT else None
+
+
+def make_eval_env(
+    env_id: str, seed: int, max_steps: int | None = None, render: bool = False,
+    camera: str | None = None,
+) -> gymnasium.Env:
+    kwargs: dict[str, Any] = {}
+    if render:
+        # Only build a renderer when recording: rendering is the slowest part of a step.
+        kwargs = {"render_mode": "rgb_array"}
+        camera = camera or default_camera(env_id)
+        if camera:
+            kwargs["camera_name"] = camera
+    return make_env(env_id, seed=seed, max_episode_steps=max_steps, **kwargs)
+
+
+def run_episodes(
+    policy: Policy,
+    env: gymnasium.Env,
+    episodes: int,
+    *,
+    seed: int,
+    deterministic: bool = False,
+    video: VideoWriter | None = None,
+    video_episodes: int = 1,
+) -> dict[str, list[float]]:
+    """Per-episode return, cost and length; renders the first `video_episodes` into `video`."""
+    low, high = env.action_space.low, env.action_space.high
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, list[float]] = {"ep_ret": [], "ep_cost": [], "ep_len": []}
+
+    def frame(writer: VideoWriter) -> None:
+        # Checked before rendering: past the cap a render would be wasted time.
+        if writer.full:
+            writer.dropped += 1
+        else:
+            writer.append(env.render())
+
+    for episode in range(episodes):
+        obs, _ = env.reset()  # the env's first reset takes its seed, later ones continue its RNG
+        record = video if video is not None and episode < video_episodes else None
+        if record is not None:
+            frame(record)
+        ret = cost = 0.0
+        length, done = 0, False
+        while not done:
+            action = np.clip(policy.act(obs, deterministic, generator), low, high)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret, cost, length = ret + reward, cost + info[COST_KEY], length + 1
+            done = terminated or truncated
+            if record is not None:
+                frame(record)
+        for key, value in zip(out, (ret, cost, length), strict=True):
+            out[key].append(float(value))
+    return out
+
+
+def summarize(episodes: dict[str, list[float]]) -> dict[str, float]:
+    """Mean, population std, min and max of each metric over the episodes."""
+    stats: dict[str, float] = {}
+    for key, values in episodes.items():
+        arr = np.asarray(values, dtype=np.float64)
+        for name, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+            stats[f"{key}_{name}"] = float(fn(arr))
+    return stats
+
+
+def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    mode = "mean" if result["deterministic"] else "sampled"
+    # A header line, not a table title: rich wraps titles to the (narrow) table width.
+    console.print(
+        f"[bold]{result['env_id']}[/]: {result['episodes']} episodes, {mode} actions, "
+        f"seed {result['seed']}, cost limit {result['cost_limit']:g}"
+    )
+    table = Table(caption="std over episodes (ddof 0)")
+    table.add_column("metric")
+    for col in ("mean", "std", "min", "max"):
+        table.add_column(col, justify="right")
+    for key, label in METRICS:
+        table.add_row(label, *(f"{result[f'{key}_{c}']:.2f}" for c in ("mean", "std", "min", "max")))
+    console.print(table)
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder (config.yaml, wandb/) a checkpoint in <run>/checkpoints/ came from."""
+    run = checkpoint.resolve().parent.parent
+    return run if (run / "config.yaml").is_file() else checkpoint.resolve().parent
+
+
+def log_to_wandb(result: dict[str, Any], cfg: DictConfig, run_dir: Path) -> bool:
+    """Log the stats (and video) to wandb if the training run used it; False if not."""
+    from kfcpo.train import wandb_mode  # lightning and wandb only when asked for
+
+    saved = cfg.logger.wandb.mode
+    if wandb_mode(saved) is None:
+        print(f"kfcpo: note: the run had logger.wandb.mode={saved}; nothing logged to wandb", file=sys.stderr)
+        return False
+    import wandb
+
+    # An explicitly offline run stays offline; otherwise online only with an API key.
+    mode = "offline" if saved == "offline" else wandb_mode("auto")
+    w = cfg.logger.wandb
+    run = wandb.init(
+        project=w.project, entity=w.entity, group=w.group, tags=[*w.tags, "eval"],
+        job_type="eval", dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg),
+    )
+    data: dict[str, Any] = {f"eval/{k}": v for k, v in result.items() if k.endswith(("_mean", "_std"))}
+    if result["video"]:
+        data["eval/video"] = wandb.Video(result["video"], format=Path(result["video"]).suffix[1:])
+    run.log(data)
+    run.finish()
+    return True
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name}: must be >= 1, got {value}")
+
+
+def evaluate(
+    checkpoint: str | Path,
+    episodes: int = 10,
+    *,
+    video: str | Path | None = None,
+    video_episodes: int = 1,
+    deterministic: bool = False,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    camera: str | None = None,
+    wandb: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint, print a table, return the stats (and per-episode values)."""
+    for name, value in (("--episodes", episodes), ("--video-episodes", video_episodes),
+                        ("--max-steps", max_steps)):
+        _check_positive(name, value)
+    if video is not None:
+        try:
+            check_video_path(video)
+        except ValueError as err:
+            raise ConfigError(f"--video: {err}") from None
+    policy = load_policy(checkpoint)
+    cfg = policy.config
+    seed = int(cfg.seed) + EVAL_SEED_OFFSET if seed is None else seed
+    env = make_eval_env(cfg.env.id, seed, max_steps, render=video is not None, camera=camera)
+    writer = None
+    try:
+        if video is not None:
+            writer = VideoWriter(video, fps=env.metadata.get("render_fps") or DEFAULT_FPS)
+        per_episode = run_episodes(
+            policy, env, episodes, seed=seed, deterministic=deterministic,
+            video=writer, video_episodes=video_episodes,
+        )
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "env_id": cfg.env.id, "episodes": episodes, "seed": seed,
+        "deterministic": deterministic, "cost_limit": float(cfg.cost_limit),
+        **summarize(per_episode), **per_episode,
+        "video": str(writer.path) if writer else None,
+        "video_frames": writer.frames if writer else 0,
+    }
+    print_table(result, console)
+    if writer is not None:
+        capped = f", {writer.dropped} more left out by the cap" if writer.dropped else ""
+        print(f"video: {writer.path} ({writer.frames} frames{capped})")
+    if wandb:
+        result["wandb"] = log_to_wandb(result, cfg, run_dir_of(Path(checkpoint)))
+    return result

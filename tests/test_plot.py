@@ -1,0 +1,127 @@
+"""tools/plot.py on real (tiny) training runs: grouping, aggregation, the PNG."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import yaml
+
+from kfcpo.cli import main as kfcpo
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = str(ROOT / "conf" / "goal.yaml")
+TINY = [
+    "steps_per_epoch=250",
+    "total_steps=500",  # two epochs: a line, not a point
+    "env.num_envs=1",
+    "env.vector=sync",
+    "update_iters=1",
+    "model.critic_iters=1",
+    "logger.wandb.mode=disabled",
+]
+
+
+def _load_plot():
+    # tools/ is a folder of scripts, not a package: load plot.py by path.
+    spec = importlib.util.spec_from_file_location("kfcpo_tools_plot", ROOT / "tools" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+plot = _load_plot()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real seeds of one algorithm, and copies posing as another algorithm and env."""
+    root = tmp_path_factory.mktemp("plot")
+    for seed in (0, 1):
+        assert kfcpo(["fit", "--config", GOAL, *TINY, f"seed={seed}", f"out_dir={root / f's{seed}'}"]) == 0
+    for name, key, value in (("other_algo", "algorithm", "kfcpo"), ("other_env", "env", None)):
+        shutil.copytree(root / "s0", root / name, ignore=shutil.ignore_patterns("checkpoints"))
+        cfg = yaml.safe_load((root / name / "config.yaml").read_text())
+        if key == "env":
+            cfg["env"]["id"] = "SafetyPointButton1-v0"
+        else:
+            cfg[key] = value
+        (root / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def metric_at(run: Path, step: float, key: str) -> float:
+    with open(run / "metrics.csv") as f:
+        return next(float(r[key]) for r in csv.DictReader(f) if float(r["env_steps"]) == step)
+
+
+@pytest.mark.slow
+def test_two_seeds_of_one_algorithm_are_one_group(runs: Path) -> None:
+    loaded = plot.load_runs([runs / "s0", runs / "s1"])
+    groups = plot.group_runs(loaded)
+    assert list(groups) == ["SafetyPointGoal1-v0"]
+    assert list(groups["SafetyPointGoal1-v0"]) == ["ppo_lag"]
+    assert [r.seed for r in groups["SafetyPointGoal1-v0"]["ppo_lag"]] == [0, 1]
+    assert loaded[0].steps.tolist() == [250.0, 500.0]
+
+    everything = plot.group_runs(plot.load_runs([runs]))  # a parent folder finds all four
+    assert {env: sorted(g) for env, g in everything.items()} == {
+        "SafetyPointButton1-v0": ["ppo_lag"],
+        "SafetyPointGoal1-v0": ["kfcpo", "ppo_lag"],
+    }
+    by_key = plot.group_runs(loaded, group_by=["algorithm", "seed"])
+    assert sorted(by_key["SafetyPointGoal1-v0"]) == ["ppo_lag/0", "ppo_lag/1"]
+
+
+@pytest.mark.slow
+def test_group_curve_is_the_mean_of_the_seeds(runs: Path) -> None:
+    members = plot.load_runs([runs / "s0", runs / "s1"])
+    grid, mean, low, high = plot.aggregate(members, "ep_ret")
+    assert grid[0] == 250.0 and grid[-1] == 500.0 and len(grid) == plot.GRID_POINTS
+    values = [metric_at(runs / s, 500.0, "ep_ret") for s in ("s0", "s1")]
+    assert mean[-1] == pytest.approx(np.mean(values))
+    assert low[-1] == pytest.approx(min(values)) and high[-1] == pytest.approx(max(values))
+
+
+@pytest.mark.slow
+def test_cli_writes_a_png_of_the_expected_size(runs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "figs" / "curves.png"
+    args = [str(runs / "s0"), str(runs / "s1"), str(runs / "other_env"), "-o", str(out)]
+    assert plot.main([*args, "--cost-limit", "10"]) == 0
+    assert "3 runs ->" in capsys.readouterr().out
+    assert out.stat().st_size > 10_000
+    image = mpimg.imread(out)
+    width, height = plot.PANEL_SIZE
+    rows = 2  # one per env
+    assert image.shape[:2] == (round(height * rows * plot.DPI), round(width * 2 * plot.DPI))
+    assert image[..., :3].std() > 0.05  # something drawn, not a blank canvas
+
+
+def test_aggregate_interpolates_on_the_shared_steps() -> None:
+    def run(steps: list[float], ret: list[float], seed: int):
+        cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": seed, "cost_limit": 5.0}
+        metrics = {"ep_ret": np.array(ret), "ep_cost": np.array(ret) * 0}
+        return plot.Run(Path("."), cfg, np.array(steps), metrics)
+
+    a = run([0, 100, 200], [0.0, 10.0, 20.0], 0)
+    b = run([50, 150, 250], [5.0, 5.0, np.nan], 1)  # a NaN row is skipped, not spread
+    grid, mean, low, high = plot.aggregate([a, b], "ep_ret")
+    assert grid[0] == 50 and grid[-1] == 150  # only the steps both runs cover
+    assert mean[0] == pytest.approx((5.0 + 5.0) / 2) and mean[-1] == pytest.approx((15.0 + 5.0) / 2)
+    _, _, lo_std, hi_std = plot.aggregate([a, b], "ep_ret", band="std")
+    assert hi_std[-1] - lo_std[-1] == pytest.approx(2 * 5.0)
+    assert low[-1] == 5.0 and high[-1] == 15.0
+
+
+def test_not_a_run_folder_is_one_line_error(tmp_path: Path, capsys) -> None:
+    assert plot.main([str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plot.py: error: ")
+    assert not (tmp_path / "x.png").exists()
