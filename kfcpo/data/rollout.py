@@ -58,16 +58,19 @@ class RolloutCollector:
         self.ep_cost = np.zeros(self.num_envs)
         self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
         self.on_progress: Callable[[int], None] | None = None
+        self.device = torch.device("cpu")
 
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32)
+        """Normalized observations on the networks' device (buffers stay on the CPU)."""
+        return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32, device=self.device)
 
     def _values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.critic_r(obs), self.critic_c(obs)
+        return self.critic_r(obs).cpu(), self.critic_c(obs).cpu()
 
     @torch.no_grad()
     def collect(self, policy_version: int) -> Rollout:
         start = time.perf_counter()
+        self.device = self.actor.log_std.device  # Lightning moves the module after setup
         T, N = self.steps_per_env, self.num_envs
         obs_buf = torch.zeros((T, N, self.envs.single_observation_space.shape[0]))
         act_buf = torch.zeros((T, N, self.act_low.shape[0]))
@@ -83,9 +86,10 @@ class RolloutCollector:
             obs = self._tensor(self.obs)
             dist = self.actor.distribution(obs)
             act = dist.sample()
+            grid["logp"][t] = dist.log_prob(act).sum(-1).cpu()
+            obs, act = obs.cpu(), act.cpu()
             obs_buf[t], act_buf[t] = obs, act
-            grid["logp"][t] = dist.log_prob(act).sum(-1)
-            grid["v_r"][t], grid["v_c"][t] = self._values(obs)
+            grid["v_r"][t], grid["v_c"][t] = self._values(obs.to(self.device))
             # The env gets the action clipped to its box; the buffer keeps the sample so
             # log-probabilities stay those of the Gaussian that drew it.
             env_act = np.clip(act.numpy(), self.act_low, self.act_high)
