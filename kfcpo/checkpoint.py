@@ -1,7 +1,9 @@
-"""Reading checkpoints safely: a missing, truncated or foreign file is a one-line error."""
+"""Reading checkpoints safely: a missing, truncated or foreign file is a one-line error;
+finding the checkpoint to resume a run folder from; bytes stored as tensors."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from kfcpo.config.errors import ConfigError
 
 CHECKPOINT_KEY = "kfcpo"
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+CHECKPOINTS_DIR = "checkpoints"  # inside a run folder
+CHECKPOINT_SUFFIX = ".ckpt"
 
 # Keys whose change makes a checkpoint's tensors or component states meaningless.
 STRUCTURAL_KEYS = (
@@ -51,3 +55,43 @@ def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = "resume")
             raise ConfigError(
                 f"{key}: checkpoint was trained with {k}={theirs}, this config has {k}={mine}"
             )
+
+
+def find_checkpoint(path: str | Path, key: str = "resume") -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from, and its contents.
+
+    A file is read as is (unreadable: the one-line error). A run folder (or its
+    `checkpoints/`) gives its newest checkpoint that reads, by modification time:
+    unreadable ones, e.g. truncated by a crash of an older writer, are skipped with a
+    warning, so a run resumes from its last complete checkpoint.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return p, read_checkpoint(p, key)
+    folder = p / CHECKPOINTS_DIR if (p / CHECKPOINTS_DIR).is_dir() else p
+    newest_first = sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"), key=lambda f: (f.stat().st_mtime_ns, f.name),
+                          reverse=True)
+    for candidate in newest_first:
+        try:
+            return candidate, read_checkpoint(candidate, key)
+        except ConfigError as err:
+            warnings.warn(f"{err}; trying an older checkpoint", stacklevel=2)
+    raise ConfigError(f"{key}: no readable checkpoint in '{folder}'")
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder a resume path names: the folder itself, or the one holding its
+    `checkpoints/` (for a checkpoint file or the `checkpoints/` folder)."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    return folder.parent if folder.name == CHECKPOINTS_DIR else folder
+
+
+def blob_to_tensor(blob: bytes) -> torch.Tensor:
+    """Opaque bytes as a uint8 tensor: torch's weights_only loader (used by Lightning)
+    refuses arbitrary pickled objects but reads tensors."""
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0, dtype=torch.uint8)
+
+
+def blob_from_tensor(t: torch.Tensor) -> bytes:
+    return t.numpy().tobytes()

@@ -13,13 +13,14 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from kfcpo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
-from kfcpo.dist import all_sum, assert_same_on_ranks
+from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.models import Critic, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
@@ -39,6 +40,15 @@ def _numpy_state_from_tensors(s: dict[str, Any]) -> tuple:
     return (s["name"], keys, s["pos"], s["has_gauss"], s["gauss"])
 
 
+def gather_to_all(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (`[obj]` on one process)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 def _component(cfg: DictConfig, family: str) -> tuple[str, dict[str, Any]]:
     section = OmegaConf.to_container(cfg[family])
     return section.pop("name"), section
@@ -52,14 +62,19 @@ class SafeRLModule(pl.LightningModule):
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg)})
         obs_dim, act_dim = space_dims(cfg.env.id)
         hidden, act = list(cfg.model.hidden), cfg.model.activation
-        self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
-        self.critic_r = Critic(obs_dim, hidden, act)
-        self.critic_c = Critic(obs_dim, hidden, act)
-        catalogue = Catalogue(default_roots(list(cfg.registry_paths)))
-        name, params = _component(cfg, "preconditioner")
-        self.precond = catalogue.build("preconditioner", name, params, self.actor)
-        self.blender = catalogue.build("blender", *_component(cfg, "blender"))
-        self.guard = catalogue.build("guard", *_component(cfg, "guard"))
+        # The initial weights come from `seed` alone, not from whatever the process drew
+        # before (two runs in one process, or one after another test, start alike), and
+        # building leaves the global RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.seed))
+            self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
+            self.critic_r = Critic(obs_dim, hidden, act)
+            self.critic_c = Critic(obs_dim, hidden, act)
+            catalogue = Catalogue(default_roots(list(cfg.registry_paths)))
+            name, params = _component(cfg, "preconditioner")
+            self.precond = catalogue.build("preconditioner", name, params, self.actor)
+            self.blender = catalogue.build("blender", *_component(cfg, "blender"))
+            self.guard = catalogue.build("guard", *_component(cfg, "guard"))
         self.normalizer = ObsNormalizer((obs_dim,), enabled=cfg.env.normalize_obs, clip=cfg.env.obs_clip)
         self.update_cfg = UpdateConfig(
             cfg.update_iters, cfg.minibatch_size, cfg.model.critic_iters, cfg.model.critic_minibatch_size
@@ -132,6 +147,7 @@ class SafeRLModule(pl.LightningModule):
             stats["ep_cost"], float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
         )
         self.updates += 1
+        self._count_update_as_lightning_step()
         optimizer = self.optimizers().optimizer
         critics = [(self.critic_r, batch.ret_r), (self.critic_c, batch.ret_c)]
         metrics["critic_loss"] = critic_update(critics, batch.obs, optimizer, self.update_cfg, self.shuffle)
@@ -151,7 +167,41 @@ class SafeRLModule(pl.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k not in shown}, on_step=True,
                       on_epoch=False, batch_size=1, rank_zero_only=True)
 
+    def _count_update_as_lightning_step(self) -> None:
+        # Lightning counts `global_step` in steps of its LightningOptimizer wrapper; the
+        # update steps raw optimizers, so global_step stayed 0 and ModelCheckpoint, which
+        # skips saving while global_step is unchanged since its last save, wrote nothing
+        # until training ended. One policy update = one step (global_step == updates).
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+
     # ---------------------------------------------------------- checkpoints
+    # Exact resume: a resumed run must draw every random number and see every env
+    # transition that the uninterrupted run would have. Lightning restores the networks,
+    # the critics' optimizer and its loop counters; this adds the rest. Order on resume
+    # (Trainer._run): setup() (builds and seeds the collector) -> on_load_checkpoint
+    # (overwrites those seeds and the fresh envs) -> training; Lightning itself neither
+    # seeds nor restores RNGs there, and nothing draws from them in between.
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: the RNGs (seeded per rank) and the collector."""
+        assert self.collector is not None, "checkpoints are written after setup()"
+        return {
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_state_to_tensors(np.random.get_state()),
+                "python": random.getstate(),
+            },
+            "collector": self.collector.state_dict(),
+        }
+
+    def _load_rank_state(self, state: dict[str, Any]) -> None:
+        assert self.collector is not None, "Lightning calls setup() before on_load_checkpoint"
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
+        random.setstate(state["rng"]["python"])
+        self.collector.load_state_dict(state["collector"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
@@ -162,11 +212,8 @@ class SafeRLModule(pl.LightningModule):
             "updates": self.updates,
             "episode_means": dict(self.episode_means),
             "shuffle": self.shuffle.get_state(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": _numpy_state_to_tensors(np.random.get_state()),
-                "python": random.getstate(),
-            },
+            # Lightning calls this hook on every rank and writes rank 0's dict: gather.
+            "ranks": gather_to_all(self._rank_state()),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -177,6 +224,12 @@ class SafeRLModule(pl.LightningModule):
         self.env_steps, self.updates = state["env_steps"], state["updates"]
         self.episode_means = dict(state["episode_means"])
         self.shuffle.set_state(state["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
-        random.setstate(state["rng"]["python"])
+        ranks = state.get("ranks")
+        if ranks is not None and len(ranks) == self.trainer.world_size:
+            self._load_rank_state(ranks[self.global_rank])
+            return
+        saved = "no env states (an older kfcpo)" if ranks is None else f"states of {len(ranks)} ranks"
+        rank_zero_warn(
+            f"the checkpoint holds {saved}, this run has {self.trainer.world_size}: the envs start "
+            "fresh episodes and each rank keeps its own seeds, so the resume is not exact"
+        )

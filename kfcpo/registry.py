@@ -28,6 +28,16 @@ class RegistryError(ValueError):
     """A name or a file the catalogue cannot resolve (one-line message)."""
 
 
+@dataclass(frozen=True)
+class Exclusion:
+    """A composition rule, declared by a component: it cannot run together with parts that
+    have all of `traits` (traits of the other components, or of the config such as
+    `single_step`); `why` is the reason shown to the user."""
+
+    traits: tuple[str, ...]
+    why: str
+
+
 @dataclass
 class Entry:
     family: str
@@ -37,6 +47,8 @@ class Entry:
     target: str | None = None  # dotted path of the implementing class (components)
     params: dict[str, Any] = field(default_factory=dict)  # component defaults
     config: dict[str, Any] = field(default_factory=dict)  # preset: partial experiment config
+    traits: tuple[str, ...] = ()  # what this component is, for composition rules
+    excludes: tuple[Exclusion, ...] = ()  # compositions it refuses
 
     def load_class(self) -> type:
         module_name, _, cls_name = (self.target or "").rpartition(".")
@@ -57,12 +69,33 @@ def default_roots(extra: list[str] | None = None) -> list[Path]:
     return [builtin_root(), *(Path(p) for p in [*env, *(extra or [])])]
 
 
+def _words(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+        raise RegistryError(f"{where}: expected a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _exclusions(value: Any, path: Path) -> tuple[Exclusion, ...]:
+    if not isinstance(value, list):
+        raise RegistryError(f"{path}: excludes: expected a list of {{traits: [...], why: ...}}")
+    rules = []
+    for i, rule in enumerate(value):
+        if not (isinstance(rule, dict) and set(rule) == {"traits", "why"} and rule["traits"]):
+            raise RegistryError(f"{path}: excludes[{i}]: expected {{traits: [...], why: ...}}, got {rule!r}")
+        rules.append(Exclusion(_words(rule["traits"], f"{path}: excludes[{i}].traits"), str(rule["why"])))
+    return tuple(rules)
+
+
 def _read_entry(family: str, path: Path) -> Entry:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise RegistryError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    known = {"description", "target", "params"} if family != "algorithm" else {"description", "config"}
+    known = (
+        {"description", "target", "params", "traits", "excludes"}
+        if family != "algorithm"
+        else {"description", "config"}
+    )
     unknown = sorted(set(data) - known)
     if unknown:
         raise RegistryError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
@@ -76,6 +109,8 @@ def _read_entry(family: str, path: Path) -> Entry:
         target=data.get("target"),
         params=dict(data.get("params") or {}),
         config=dict(data.get("config") or {}),
+        traits=_words(data.get("traits") or [], f"{path}: traits"),
+        excludes=_exclusions(data.get("excludes") or [], path),
     )
 
 

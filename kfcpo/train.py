@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import netrc
 import os
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from kfcpo.checkpoint import check_compatible, read_checkpoint
+from kfcpo.checkpoint import CHECKPOINTS_DIR, check_compatible, find_checkpoint, run_dir_of
+from kfcpo.ckpt_io import AtomicCheckpointIO
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
 
@@ -41,8 +44,52 @@ def wandb_mode(mode: str) -> str | None:
         return "offline"
 
 
-def build_loggers(cfg: DictConfig, out_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(out_dir), name="", version="")]
+class ContinuedCSVLogger(CSVLogger):
+    """A CSVLogger that continues a run's metrics.csv instead of deleting it.
+
+    Lightning's CSV writer removes an existing metrics.csv when it starts. Resuming in
+    the same folder, the rows of the epochs the checkpoint covers are written back first;
+    rows of later epochs (logged before a crash, after the checkpoint) are dropped, since
+    the resumed run logs those epochs again.
+    """
+
+    def __init__(self, save_dir: str, keep_through_epoch: int) -> None:
+        super().__init__(save_dir=save_dir, name="", version="")
+        self._header, self._rows = _read_rows(Path(save_dir) / METRICS_FILE, keep_through_epoch)
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            writer = super().experiment  # deletes metrics.csv: write the kept rows back
+            if self._header:
+                with open(writer.metrics_file_path, "w", newline="") as f:
+                    out = csv.DictWriter(f, fieldnames=self._header)
+                    out.writeheader()
+                    out.writerows(self._rows)
+                writer.metrics_keys = list(self._header)
+        return self._experiment
+
+
+METRICS_FILE = "metrics.csv"
+
+
+def _read_rows(path: Path, keep_through_epoch: int) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("epoch", "") != "" and int(r["epoch"]) <= keep_through_epoch]
+        return list(reader.fieldnames or []), rows
+
+
+def build_loggers(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = None) -> list[Logger]:
+    """`resumed_epoch`: the last epoch the resumed checkpoint covers (None: a new run)."""
+    csv_logger = (
+        CSVLogger(save_dir=str(out_dir), name="", version="")
+        if resumed_epoch is None
+        else ContinuedCSVLogger(str(out_dir), resumed_epoch)
+    )
+    loggers: list[Logger] = [csv_logger]
     mode = wandb_mode(cfg.logger.wandb.mode)
     if mode is not None:
         w = cfg.logger.wandb
@@ -55,8 +102,8 @@ def build_loggers(cfg: DictConfig, out_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path) -> pl.Trainer:
-    ckpt_dir = out_dir / "checkpoints"
+def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = None) -> pl.Trainer:
+    ckpt_dir = out_dir / CHECKPOINTS_DIR
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir, filename="epoch{epoch:04d}", auto_insert_metric_name=False,
@@ -68,8 +115,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> pl.Trainer:
     kwargs = {**TRAINER_DEFAULTS, **OmegaConf.to_container(cfg.trainer)}
     return pl.Trainer(
         max_epochs=math.ceil(cfg.total_steps / cfg.steps_per_epoch),
-        logger=build_loggers(cfg, out_dir),
+        logger=build_loggers(cfg, out_dir, resumed_epoch),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out_dir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -79,18 +127,30 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> pl.Trainer:
 
 
 def fit(cfg: DictConfig) -> Path:
-    """Train; returns the run folder (config.yaml, metrics.csv, checkpoints/)."""
+    """Train; returns the run folder (config.yaml, metrics.csv, checkpoints/).
+
+    `resume` is a checkpoint file, or a run folder: then its newest readable checkpoint,
+    and the run continues in that folder unless `out_dir` says otherwise.
+    """
+    ckpt_path, resumed_epoch = None, None
     if cfg.resume:
-        check_compatible(read_checkpoint(cfg.resume), cfg)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg)
+        ckpt_path, ckpt = find_checkpoint(cfg.resume)
+        check_compatible(ckpt, cfg)
+        resumed_epoch = int(ckpt["epoch"])
+    if cfg.out_dir:
+        out_dir = Path(cfg.out_dir)
+    elif cfg.resume and Path(cfg.resume).is_dir():
+        out_dir = run_dir_of(cfg.resume)
+    else:
+        out_dir = default_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml")
     module = SafeRLModule(cfg)
-    trainer = build_trainer(cfg, out_dir)
+    trainer = build_trainer(cfg, out_dir, resumed_epoch)
     with warnings.catch_warnings():
         # One batch per epoch from an in-process IterableDataset is the design, not a
         # bottleneck: silence Lightning's generic hints about workers and batch counts.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        trainer.fit(module, ckpt_path=cfg.resume)
+        trainer.fit(module, ckpt_path=ckpt_path)
     return out_dir

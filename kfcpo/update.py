@@ -2,7 +2,9 @@
 
 rollout (done) -> advantages (done, in the batch) -> for each minibatch:
 gradients -> precondition -> blend and scale -> guard; then the critics.
-Every preconditioner x blender x guard composition runs through this one loop.
+Every preconditioner x blender x guard composition runs through this one loop; natural-
+gradient methods (CPO, PCPO, TRPO-Lag) are the case of one full-batch minibatch
+(`minibatch_size` 0) and one pass.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -19,15 +22,18 @@ from kfcpo.blend.base import Blender, Directions
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean
 from kfcpo.flat import flat_grad, params_of
-from kfcpo.guard.base import Guard, PolicyMover, mean_kl
+from kfcpo.guard.base import Guard, PolicyMover, Proposal, mean_kl
 from kfcpo.models import Critic, GaussianActor
 from kfcpo.precond.base import Preconditioner
+
+# minibatch_size 0: the whole rollout (each rank's share of it) is one minibatch.
+FULL_BATCH = 0
 
 
 @dataclass
 class UpdateConfig:
     update_iters: int
-    minibatch_size: int
+    minibatch_size: int  # FULL_BATCH (0) = the whole rollout
     critic_iters: int
     critic_minibatch_size: int
 
@@ -35,6 +41,7 @@ class UpdateConfig:
 def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Index sets of a fresh shuffle per pass; the same count on every rank (ranks hold
     equal sizes)."""
+    size = len(batch) if size == FULL_BATCH else size
     yield from torch.randperm(len(batch), generator=generator).split(size)
 
 
@@ -72,7 +79,14 @@ def policy_update(
             if not torch.isfinite(step).all():
                 nonfinite += 1  # never write NaN into the policy: skip this minibatch
                 continue
-            committed += guard.commit(mover, step, mb)
+            # What a line search checks besides the KL: the surrogates before and at each
+            # candidate, and the constraint c = Jc - d when the blender keeps one.
+            proposal = Proposal(
+                step, g_r, evaluate=partial(blender.surrogates, actor, mb),
+                before=(loss_r, loss_c if want_cost else None),
+                constraint=ep_cost - cost_limit if want_cost else None,
+            )
+            committed += guard.propose(mover, proposal, mb)
             rollout_mb = Normal(rollout_policy.loc[idx], rollout_policy.scale[idx], validate_args=False)
             if guard.stop(mean_kl(actor, mb.obs, rollout_mb)):
                 stopped = True

@@ -48,7 +48,8 @@ def test_no_committed_step_exceeds_eps_and_rejected_steps_change_nothing() -> No
     for delta in (20 * EPS, EPS, EPS / 4):
         blender.target_kl = delta
         cfg = UpdateConfig(update_iters=1, minibatch_size=100, critic_iters=0, critic_minibatch_size=1)
-        policy_update(actor, batch, precond, blender, guard, 30.0, 25.0, cfg, torch.Generator().manual_seed(0))
+        shuffle = torch.Generator().manual_seed(0)
+        policy_update(actor, batch, precond, blender, guard, 30.0, 25.0, cfg, shuffle)
     committed = [r for r in records if r[0]]
     rejected = [r for r in records if not r[0]]
     assert committed and rejected, records

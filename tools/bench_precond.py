@@ -6,13 +6,14 @@ the cost of g_r and g_c themselves (one forward, two backward passes of E[ratio 
 median over repeats, for SafetyPointButton1-sized policies on random states. A second
 table compares the K-FAC G estimators ("expected" vs "sampled") in accuracy and time.
 
-    .venv/bin/python tools/bench_precond.py [--repeats 5] [--sizes 2000 20000]
+    .venv/bin/python tools/bench_precond.py [--repeats 5] [--sizes 128 2000 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import statistics
 import time
@@ -30,13 +31,16 @@ from kfcpo.precond.kfac import KFAC
 # SafetyPointButton1: 60-dimensional observation (lidar), 2 actions.
 OBS_DIM, ACT_DIM = 60, 2
 HIDDENS = ((64, 64), (256, 256))
-SIZES = (2000, 20000)
+# KFCPO's minibatch (one K-FAC update per minibatch), then full-batch sizes.
+SIZES = (128, 2000, 20000)
 # Targets from the brief: K-FAC within 1.5x of the gradients, CG >= 20x slower than K-FAC.
 KFAC_BUDGET, CG_SLOWDOWN = 1.5, 20.0
 # Output-layer gain standing in for a trained policy in the estimator comparison.
 TRAINED_OUT_GAIN = 1.0
-# The estimator comparison adds KFCPO's minibatch size to the benchmark sizes.
-MINIBATCH = 128
+# Batches below this many states are timed over several calls per repeat.
+SMALL_BATCH_STATES = 2000
+# Amortized cost with the eigendecomposition every T_f = 10 updates (ACKTR's value).
+SPARSE_INVERT = 10
 
 
 class Problem:
@@ -60,10 +64,12 @@ class Problem:
         return g_r, g_c
 
 
-def seconds(fn: Callable[[], object]) -> float:
+def seconds(fn: Callable[[], object], calls: int = 1) -> float:
+    """Mean wall time of `calls` back-to-back calls."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) / calls
 
 
 def curvature_step(pre: Preconditioner, obs: torch.Tensor, g_r: torch.Tensor, g_c: torch.Tensor) -> None:
@@ -91,6 +97,7 @@ def cost_table(repeats: int, sizes: tuple[int, ...]) -> Iterator[str]:
     factories: dict[str, Callable[[GaussianActor], Preconditioner]] = {
         "kfac": lambda a: KFAC(a),
         "kfac sampled": lambda a: KFAC(a, estimator="sampled"),
+        f"kfac T_f={SPARSE_INVERT}": lambda a: KFAC(a, invert_every=SPARSE_INVERT),
         "cg": lambda a: ConjugateGradient(a),
     }
     identity = identity_factory()
@@ -103,15 +110,20 @@ def cost_table(repeats: int, sizes: tuple[int, ...]) -> Iterator[str]:
         for n in sizes:
             prob = Problem(hidden, n)
             g_r, g_c = prob.gradients()
+            # Small batches take ~ms: time several calls so timer and scheduler noise average
+            # out; the T_f column spans whole inversion periods so its cost is amortized.
+            calls = dict.fromkeys(factories, max(1, SMALL_BATCH_STATES // n))
+            sparse = f"kfac T_f={SPARSE_INVERT}"
+            calls[sparse] = SPARSE_INVERT * math.ceil(calls[sparse] / SPARSE_INVERT)
             pres = {name: make(prob.actor) for name, make in factories.items()}
             steps = {name: partial(curvature_step, pre, prob.obs, g_r, g_c) for name, pre in pres.items()}
             for fn in (prob.gradients, *steps.values()):  # warm-up: allocator, threads, lazy init
                 fn()
             t_grad, t, ratio = [], {k: [] for k in steps}, {k: [] for k in [*steps, "cg/kfac"]}
             for _ in range(repeats):
-                t_grad.append(seconds(prob.gradients))
+                t_grad.append(seconds(prob.gradients, max(1, SMALL_BATCH_STATES // n)))
                 for name, fn in steps.items():
-                    t[name].append(seconds(fn))
+                    t[name].append(seconds(fn, calls[name]))
                     ratio[name].append(t[name][-1] / t_grad[-1])
                 ratio["cg/kfac"].append(t["cg"][-1] / t["kfac"][-1])
             med = statistics.median
@@ -141,8 +153,9 @@ def estimator_table(repeats: int, sizes: tuple[int, ...]) -> Iterator[str]:
                 pre.update(prob.obs)
             t_exp, t_smp = [], []
             for _ in range(repeats):
-                t_exp.append(seconds(partial(exp_.update, prob.obs)))
-                t_smp.append(seconds(partial(smp.update, prob.obs)))
+                calls = max(1, SMALL_BATCH_STATES // n)
+                t_exp.append(seconds(partial(exp_.update, prob.obs), calls))
+                t_smp.append(seconds(partial(smp.update, prob.obs), calls))
             errs = [
                 float((gs - ge).norm() / ge.norm())
                 for (_, gs), (_, ge) in zip(smp.factors(), exp_.factors(), strict=True)
@@ -175,7 +188,7 @@ def main() -> None:
     for row in cost_table(args.repeats, sizes):
         print(row, flush=True)
     print("\nK-FAC G estimators (sampled: 1 action per state)\n")
-    for row in estimator_table(args.repeats, (MINIBATCH, *sizes)):
+    for row in estimator_table(args.repeats, sizes):
         print(row, flush=True)
     print(f"\nload average at the end: {load()}")
 

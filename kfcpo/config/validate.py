@@ -51,7 +51,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("cost_gamma", _unit, "in (0, 1]"),
     ("gae_lambda", lambda x: 0 <= x <= 1, "in [0, 1]"),
     ("update_iters", _positive, "an integer >= 1"),
-    ("minibatch_size", _positive, "an integer >= 1"),
+    ("minibatch_size", lambda x: x >= 0, "an integer >= 0 (0 = the whole rollout)"),
     ("model.hidden", lambda x: len(x) > 0 and all(h > 0 for h in x), "a non-empty list of sizes >= 1"),
     ("model.activation", _choice(sorted(ACTIVATIONS)), f"one of {', '.join(sorted(ACTIVATIONS))}"),
     ("model.critic_lr", _positive, "> 0"),
@@ -60,6 +60,43 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("logger.wandb.mode", _choice(WANDB_MODES), f"one of {', '.join(WANDB_MODES)}"),
     ("checkpoint.every_n_epochs", _positive, "an integer >= 1"),
 ]
+
+
+def _single_step(cfg: DictConfig) -> bool:
+    """One policy step per epoch: one pass over one minibatch holding the whole rollout."""
+    whole = cfg.minibatch_size == 0 or cfg.minibatch_size >= cfg.steps_per_epoch
+    return cfg.update_iters == 1 and whole
+
+
+# Traits of the run itself (not of a component) that composition rules can name, each with
+# its test and how the error message describes it.
+CONFIG_TRAITS: dict[str, tuple[Callable[[DictConfig], bool], Callable[[DictConfig], str]]] = {
+    "single_step": (
+        _single_step,
+        lambda cfg: f"one full-batch step per epoch (update_iters={cfg.update_iters}, "
+        f"minibatch_size={cfg.minibatch_size})",
+    ),
+}
+
+
+def _check_composition(cfg: DictConfig, catalogue: Catalogue) -> None:
+    """Refuse compositions a catalogue entry declares it cannot run in (its `excludes`),
+    matched against the traits of the other components and of the config."""
+    entries = {family: catalogue.get(family, cfg[family].name) for family in COMPONENT_FAMILIES}
+    holders: dict[str, str] = {}  # trait -> what has it, for the message
+    for family, entry in entries.items():
+        for trait in entry.traits:
+            holders.setdefault(trait, f"{family} '{entry.name}'")
+    for trait, (holds, describe) in CONFIG_TRAITS.items():
+        if holds(cfg):
+            holders.setdefault(trait, describe(cfg))
+    for family, entry in entries.items():
+        for rule in entry.excludes:
+            if all(t in holders for t in rule.traits):
+                others = " and ".join(holders[t] for t in rule.traits)
+                raise ConfigError(
+                    f"{family}.name: {family} '{entry.name}' cannot run with {others}: {rule.why}"
+                )
 
 
 def _type_matches(default: Any, value: Any) -> bool:
@@ -122,6 +159,7 @@ def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> N
         )
     for family in COMPONENT_FAMILIES:
         _check_component(cfg, catalogue, family)
+    _check_composition(cfg, catalogue)
     _check_trainer(OmegaConf.to_container(cfg.trainer))
     if check_env:
         from kfcpo.envs import UnknownEnvError, validate_env_id

@@ -6,17 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from kfcpo.checkpoint import blob_from_tensor, blob_to_tensor
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
 from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
+from kfcpo.envs.state import load_vector_state, vector_state
 from kfcpo.models import Critic, GaussianActor
 
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
+# The collector's own state between epochs: raw observations and unfinished episodes' sums.
+_EPISODE_STATE = ("obs", "ep_ret", "ep_cost", "ep_len")
 
 
 @dataclass
@@ -59,6 +64,27 @@ class RolloutCollector:
         self.ep_len = np.zeros(self.num_envs, dtype=np.int64)
         self.on_progress: Callable[[int], None] | None = None
         self.device = torch.device("cpu")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next `collect` depends on besides the networks and RNGs: every
+        env's state, the current observations and the unfinished episodes' sums. Tensors
+        only (env states as uint8 bytes), so torch's weights_only loader reads it."""
+        envs = vector_state(self.envs)
+        return {
+            "envs": [blob_to_tensor(b) for b in envs["envs"]],
+            "spaces": blob_to_tensor(envs["spaces"]),
+            **{k: torch.from_numpy(np.array(getattr(self, k))) for k in _EPISODE_STATE},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in _EPISODE_STATE:
+            saved, expected = tuple(state[k].shape), np.shape(getattr(self, k))
+            if saved != expected:
+                raise ValueError(f"collector state '{k}' has shape {saved}, expected {expected}")
+        envs = [blob_from_tensor(t) for t in state["envs"]]
+        load_vector_state(self.envs, {"envs": envs, "spaces": blob_from_tensor(state["spaces"])})
+        for k in _EPISODE_STATE:
+            setattr(self, k, state[k].numpy().copy())
 
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         """Normalized observations on the networks' device (buffers stay on the CPU)."""

@@ -16,6 +16,8 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorEnvWrapper
 
+from kfcpo.envs import state
+
 COST_KEY = "cost"
 
 
@@ -46,6 +48,17 @@ class SafetyToGymnasium(gymnasium.Wrapper):
         obs, reward, cost, terminated, truncated, info = self.env.step(action)
         info[COST_KEY] = float(cost)
         return obs, float(reward), bool(terminated), bool(truncated), info
+
+    @property
+    def env_state(self) -> bytes:
+        """This env's complete state (see ``kfcpo.envs.state``). A property, not a method,
+        so a vector env can read and write it by name: ``get_attr`` / ``set_attr`` give env
+        ``i`` its own value, in its worker process for ``AsyncVectorEnv``."""
+        return state.capture(self)
+
+    @env_state.setter
+    def env_state(self, blob: bytes) -> None:
+        state.restore(self, blob)
 
     def close(self) -> None:
         # safety_gymnasium never frees its render contexts; freed at interpreter

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +47,52 @@ class PolicyMover:
             return self.actor.distribution(obs)
 
 
+Objectives = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def rank_means(values: Objectives) -> tuple[float, float | None]:
+    """(L_r, L_c) averaged over ranks in one all-reduce, as Python floats."""
+    loss_r, loss_c = values
+    parts = [loss_r.detach().reshape(())] + ([] if loss_c is None else [loss_c.detach().reshape(())])
+    means = all_mean(torch.stack(parts).double()).tolist()
+    return means[0], (means[1] if loss_c is not None else None)
+
+
+@dataclass
+class Proposal:
+    """A step and what a guard may check it against besides the KL (SPEC 2.5 line search).
+
+    Everything is lazy, so guards that look only at the step pay nothing, and every value
+    is averaged over ranks, so decisions made from them agree on all ranks.
+
+    step: the blended ascent step (identical on all ranks).
+    g_r: the rank-averaged reward gradient at the parameters the step starts from.
+    evaluate: the blender's surrogates (L_r, L_c or None) at the policy's *current*
+        parameters on the minibatch (as tensors, not yet reduced).
+    before: the same surrogates at the starting parameters (already computed by the loop).
+    constraint: c = Jc - d when the blender keeps the cost as a constraint (it asked for
+        g_c); None when the cost is folded into the one objective (Lagrangian, penalty).
+    """
+
+    step: torch.Tensor
+    g_r: torch.Tensor
+    evaluate: Callable[[], Objectives]
+    before: Objectives
+    constraint: float | None
+
+    def objectives(self) -> tuple[float, float | None]:
+        """(L_r, L_c) at the current parameters, rank-averaged (no graph is built)."""
+        with torch.no_grad():
+            return rank_means(self.evaluate())
+
+    def objectives_before(self) -> tuple[float, float | None]:
+        return rank_means(self.before)
+
+    def expected_gain(self, fraction: float = 1.0) -> float:
+        """First-order predicted rise of L_r for `fraction * step`: fraction * g_r . step."""
+        return fraction * float(torch.dot(self.g_r.double(), self.step.double()))
+
+
 class Guard(ABC):
     def begin_epoch(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -52,6 +100,11 @@ class Guard(ABC):
     @abstractmethod
     def commit(self, mover: PolicyMover, step: torch.Tensor, mb: Batch) -> bool:
         """Apply `step` (or a part of it); return whether the policy moved."""
+
+    def propose(self, mover: PolicyMover, proposal: Proposal, mb: Batch) -> bool:
+        """What the update loop calls. Guards that judge a step by itself and its KL need
+        only `commit`; a guard that also checks the surrogates (line search) overrides this."""
+        return self.commit(mover, proposal.step, mb)
 
     def stop(self, kl_from_rollout: float) -> bool:
         """After each minibatch, given the KL of the policy from the rollout policy on

@@ -207,8 +207,9 @@ class KFAC(Preconditioner):
         quad_mode "kfac": under the Kronecker approximation, the same curvature `solve`
         inverts (so g^T x = quad(x) + damping |x|^2 for x = solve(g)). "exact": the exact
         Fisher form on the states of the last `update`, at the current parameters, by one
-        forward-mode pass; K-FAC's form underestimates it for K-FAC's own directions (about
-        2x measured on trained-like policies), which a trust region then overshoots.
+        forward-mode pass; K-FAC's form underestimates it for K-FAC's own directions, which
+        a trust region then overshoots. The states are not checkpointed: until the first
+        `update` after a resume, "exact" falls back to the Kronecker form.
         """
         if v.numel() != self.numel:
             raise ValueError(f"flat vector has {v.numel()} entries, the actor has {self.numel}")

@@ -1,0 +1,232 @@
+"""tools/benchmark.py on real (tiny) runs: the table, the curves, skipping, resuming, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.util
+import io
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from kfcpo.cli import main as kfcpo
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = "SafetyPointGoal1-v0"
+TINY = ["env.num_envs=1", "env.vector=sync", "update_iters=1", "model.critic_iters=1"]
+EPOCH = 500  # env steps per epoch; the benchmark's budget is two epochs
+
+
+def _load_benchmark():
+    # tools/ is a folder of scripts, not a package: load benchmark.py by path.
+    spec = importlib.util.spec_from_file_location("kfcpo_tools_benchmark", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load_benchmark()
+
+
+@dataclass
+class Invocation:
+    code: int
+    out: str
+    err: str
+
+
+def invoke(args: list[str]) -> Invocation:
+    """benchmark.main in this process, its stdout and stderr captured (its threads' too)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = benchmark.main(args)
+    return Invocation(code, out.getvalue(), err.getvalue())
+
+
+def bench_args(root: Path, seeds: list[str]) -> list[str]:
+    return [
+        "--algorithms", "ppo_lag", "--envs", ENV, "--seeds", *seeds, "--total-steps", str(2 * EPOCH),
+        "--steps-per-epoch", str(EPOCH), "--jobs", "2", "--runs-dir", str(root / "runs"),
+        "--out", str(root / "out"), *TINY,
+    ]
+
+
+def run_dir(root: Path, seed: int) -> Path:
+    return root / "runs" / ENV / "ppo_lag" / f"seed{seed}"
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def mtimes(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*") if p.is_file()}
+
+
+@dataclass
+class Bench:
+    root: Path
+    interrupted_rows: list[dict[str, str]]  # seed 1's metrics before the benchmark
+    first: Invocation
+    second: Invocation
+    mtimes_before_second: dict[Path, int]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    """Seed 1 stopped after one epoch of two (as if killed), then the benchmark twice."""
+    root = tmp_path_factory.mktemp("bench")
+    interrupted = run_dir(root, 1)
+    assert kfcpo([
+        "fit", "algorithm=ppo_lag", f"env.id={ENV}", "seed=1", f"total_steps={EPOCH}",
+        f"steps_per_epoch={EPOCH}", *TINY, "logger.wandb.mode=disabled", f"out_dir={interrupted}",
+    ]) == 0
+    rows = read_metrics(interrupted)
+    first = invoke(bench_args(root, ["0", "1"]))
+    before = mtimes(root)
+    second = invoke(bench_args(root, ["0", "1"]))
+    return Bench(root, rows, first, second, before)
+
+
+def table_rows(results: Path) -> list[list[str]]:
+    lines = [line for line in results.read_text().splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+@pytest.mark.slow
+def test_results_table_and_curves(bench: Bench) -> None:
+    assert bench.first.code == 0, bench.first.err
+    header, rule, *rows = table_rows(bench.root / "out" / "results.md")
+    assert tuple(header) == benchmark.TABLE_HEADER
+    assert len(rule) == len(header)
+    assert len(rows) == 1
+    env, algorithm, ret, cost, seeds, met = rows[0]
+    assert (env, algorithm, seeds) == (ENV, "ppo_lag", "2")
+    # final = the last 10% of two epochs = the last epoch; mean ± std over the two seeds
+    finals = {k: [float(read_metrics(run_dir(bench.root, s))[-1][k]) for s in (0, 1)]
+              for k in ("ep_ret", "ep_cost")}
+    assert ret == f"{np.mean(finals['ep_ret']):.2f} ± {np.std(finals['ep_ret']):.2f}"
+    assert cost == f"{np.mean(finals['ep_cost']):.2f} ± {np.std(finals['ep_cost']):.2f}"
+    assert met == ("yes (≤ 25)" if np.mean(finals["ep_cost"]) <= 25 else "no (> 25)")
+    text = (bench.root / "out" / "results.md").read_text()
+    assert "Command: `python tools/benchmark.py --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
+    assert "Date: " in text
+
+    curves = bench.root / "out" / "curves.png"
+    assert curves.stat().st_size > 10_000
+    assert mpimg.imread(curves)[..., :3].std() > 0.05  # something drawn
+
+
+@pytest.mark.slow
+def test_second_invocation_skips_complete_runs(bench: Bench) -> None:
+    assert bench.second.code == 0, bench.second.err
+    for seed in (0, 1):
+        assert f"skip    {ENV}/ppo_lag/seed{seed} (complete: 1000 steps)" in bench.second.out
+    assert "start " not in bench.second.out and "resume " not in bench.second.out
+    assert mtimes(bench.root) == bench.mtimes_before_second  # no run folder touched
+    assert table_rows(bench.root / "out" / "results.md")[2][4] == "2"
+
+
+@pytest.mark.slow
+def test_incomplete_run_is_resumed_not_restarted(bench: Bench) -> None:
+    resumed = run_dir(bench.root, 1)
+    assert f"resume  {ENV}/ppo_lag/seed1 from {resumed / 'checkpoints' / 'last.ckpt'}" in bench.first.out
+    assert f"start   {ENV}/ppo_lag/seed0" in bench.first.out
+    rows = read_metrics(resumed)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [float(r["env_steps"]) for r in rows] == [500.0, 1000.0]
+    # Epoch 0 is the interrupted attempt's own row (timings included), not a re-run of it.
+    def filled(row: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in row.items() if v}
+
+    assert filled(rows[0]) == filled(bench.interrupted_rows[0])
+    log = (resumed / benchmark.LOG_FILE).read_text()
+    assert "tools/benchmark.py: resume from" in log and "fresh start" not in log
+    assert "Restoring states from the checkpoint" in log
+    assert not (resumed / benchmark.PRIOR_METRICS_FILE).exists()
+    assert "fresh start" in (run_dir(bench.root, 0) / benchmark.LOG_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_failed_run_is_reported_and_the_rest_tabled(bench: Bench, tmp_path: Path) -> None:
+    shutil.copytree(bench.root / "runs", tmp_path / "runs")
+    broken = run_dir(tmp_path, 2) / "checkpoints" / "last.ckpt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    result = invoke(bench_args(tmp_path, ["0", "1", "2"]))
+    assert result.code == benchmark.EXIT_FAILED
+    assert f"{ENV}/ppo_lag/seed2: exit code 2" in result.err
+    assert "is not a readable checkpoint" in result.err  # the end of its log
+    assert table_rows(tmp_path / "out" / "results.md")[2][4] == "2"  # seeds 0 and 1
+    assert (tmp_path / "out" / "curves.png").is_file()
+
+
+def test_a_key_the_tool_sets_is_refused(tmp_path: Path) -> None:
+    result = invoke([*bench_args(tmp_path, ["0"]), "seed=3"])
+    assert result.code == benchmark.EXIT_CONFIG
+    err = result.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tools/benchmark.py: error: override 'seed=3': ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_overrides_may_stand_anywhere() -> None:
+    args = benchmark.parse_args(["update_iters=1", "--algorithms", "a", "b", "--seeds", "0", "1",
+                                 "model.critic_iters=1", "--total-steps", "10"])
+    assert args.algorithms == ["a", "b"] and args.seeds == [0, 1] and args.total_steps == 10
+    assert args.overrides == ["update_iters=1", "model.critic_iters=1"]
+
+
+def synthetic_run(ret: list[float], steps: list[float] | None = None):
+    steps = steps or [100.0 * (i + 1) for i in range(len(ret))]
+    metrics = {"ep_ret": np.array(ret), "ep_cost": np.zeros(len(ret))}
+    cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": 0, "cost_limit": 5.0}
+    return benchmark.Run(Path("."), cfg, np.array(steps), metrics)
+
+
+def test_final_value_is_the_mean_of_the_last_tenth_of_epochs() -> None:
+    ret = [float(i) for i in range(20)]
+    assert benchmark.final_value(synthetic_run(ret), "ep_ret") == pytest.approx((18 + 19) / 2)
+    assert benchmark.final_value(synthetic_run(ret[:15]), "ep_ret") == pytest.approx((13 + 14) / 2)  # ceil
+    assert benchmark.final_value(synthetic_run([1.0, 2.0, 3.0]), "ep_ret") == 3.0  # at least one epoch
+    assert benchmark.final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "ep_ret") == 7.0
+    assert math.isnan(benchmark.final_value(synthetic_run([1.0, math.nan]), "ep_ret"))
+
+
+def test_a_longer_run_is_cut_at_the_budget() -> None:
+    run = benchmark.clip_to_budget(synthetic_run([1.0, 2.0, 3.0, 4.0]), 250)
+    assert run.steps.tolist() == [100.0, 200.0, 300.0]  # the epoch that reached 250 ends it
+    assert run.metrics["ep_ret"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_stashed_rows_are_merged_by_epoch(tmp_path: Path) -> None:
+    def write(name: str, rows: list[dict[str, str]]) -> None:
+        with open(tmp_path / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write(benchmark.PRIOR_METRICS_FILE, [{"epoch": "0", "env_steps": "5", "x": "a"},
+                                         {"epoch": "1", "env_steps": "10", "x": "stale"}])
+    write(benchmark.METRICS_FILE, [{"epoch": "1", "env_steps": "10", "x": "b"},
+                                   {"epoch": "2", "env_steps": "15", "x": "c"}])
+    benchmark.merge_prior_metrics(tmp_path)
+    assert [r["x"] for r in read_metrics(tmp_path)] == ["a", "b", "c"]
+    assert not (tmp_path / benchmark.PRIOR_METRICS_FILE).exists()
+    assert benchmark.reached_steps(tmp_path) == 15.0
+
+
+def test_a_bad_override_stops_before_any_run(tmp_path: Path) -> None:
+    result = invoke([*bench_args(tmp_path, ["0"]), "no_such_key=1"])
+    assert result.code == benchmark.EXIT_CONFIG
+    err = result.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tools/benchmark.py: error: ") and "no_such_key" in err[0]
+    assert not (tmp_path / "runs").exists()

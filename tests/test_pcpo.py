@@ -1,0 +1,119 @@
+"""PCPO blender: the reward natural step, then the projection onto the linearized cost
+half-space, against a dense computation in whitened coordinates (F^1/2 by eigh)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kfcpo.blend.base import Directions
+from kfcpo.blend.pcpo import PCPOBlender
+from kfcpo.precond.base import Preconditioner
+
+DIM = 6
+DELTA = 0.01
+LIMIT = 25.0
+SEEDS = range(5)
+
+
+class MatrixPrecond(Preconditioner):
+    """F = M exactly (solve = M^-1 g, quad = v^T M v); no policy."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__(actor=None)  # type: ignore[arg-type]
+        self.m = m
+
+    def update(self, obs: torch.Tensor) -> None:
+        pass
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(self.m, g)
+
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.m @ v
+
+
+def problem(seed: int) -> tuple[MatrixPrecond, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(DIM, DIM, dtype=torch.float64, generator=gen)
+    f = a @ a.T + 0.3 * torch.eye(DIM, dtype=torch.float64)
+    return (MatrixPrecond(f), torch.randn(DIM, dtype=torch.float64, generator=gen),
+            torch.randn(DIM, dtype=torch.float64, generator=gen))
+
+
+def step_of(p: MatrixPrecond, g_r: torch.Tensor, g_c: torch.Tensor, c: float, projection: str = "kl"):
+    d = Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), ep_cost=LIMIT + c, cost_limit=LIMIT)
+    return PCPOBlender(target_kl=DELTA, projection=projection).blend(d, p)
+
+
+def dense_projection(metric: torch.Tensor, point: torch.Tensor, a: torch.Tensor, c: float) -> torch.Tensor:
+    """argmin_x (x - point)^T M (x - point) s.t. c + a.x <= 0, computed in the coordinates
+    y = M^1/2 x, where the metric is Euclidean and the projection onto a half-space is the
+    textbook one."""
+    e, q = torch.linalg.eigh(metric)
+    root, inv_root = q @ torch.diag(e.sqrt()) @ q.T, q @ torch.diag(e.rsqrt()) @ q.T
+    y, a_y = root @ point, inv_root @ a  # a.x = a_y.y
+    excess = c + a_y @ y
+    if excess > 0:
+        y = y - excess / (a_y @ a_y) * a_y
+    return inv_root @ y
+
+
+def reward_step(p: MatrixPrecond, g_r: torch.Tensor) -> torch.Tensor:
+    f_inv_g = torch.linalg.inv(p.m) @ g_r  # F^-1 g (not F g), densely
+    return math.sqrt(2 * DELTA / float(g_r @ f_inv_g)) * f_inv_g
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("c", [-0.5, -0.01, 0.0, 0.02, 0.3])
+@pytest.mark.parametrize("projection", ["kl", "l2"])
+def test_step_is_the_metric_projection_inside_the_half_space(seed: int, c: float, projection: str) -> None:
+    p, g_r, g_c = problem(seed)
+    step = step_of(p, g_r, g_c, c, projection)
+    assert c + float(g_c @ step) <= 1e-12  # on or inside the linearized half-space
+    metric = p.m if projection == "kl" else torch.eye(DIM, dtype=torch.float64)
+    expected = dense_projection(metric, reward_step(p, g_r), g_c, c)
+    torch.testing.assert_close(step, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_projection_is_the_closest_admissible_point(seed: int) -> None:
+    """No random point of the half-space is closer to the reward step in the F metric."""
+    p, g_r, g_c = problem(seed)
+    half = reward_step(p, g_r)
+    c = abs(float(g_c @ half)) + 0.1  # the reward step itself violates: a real projection
+    step = step_of(p, g_r, g_c, c)
+
+    def dist(x: torch.Tensor) -> float:
+        return float((x - half) @ p.m @ (x - half))
+
+    gen = torch.Generator().manual_seed(100 + seed)
+    for _ in range(500):
+        x = step + 0.05 * torch.randn(DIM, dtype=torch.float64, generator=gen)
+        if c + float(g_c @ x) <= 0:
+            assert dist(x) >= dist(step) - 1e-12
+
+
+def test_feasible_reward_step_is_kept_and_fills_the_trust_region() -> None:
+    p, g_r, g_c = problem(0)
+    c = -10.0  # far inside: no projection
+    step = step_of(p, g_r, g_c, c)
+    torch.testing.assert_close(step, reward_step(p, g_r))
+    assert float(0.5 * p.quad(step)) == pytest.approx(DELTA, rel=1e-12)
+
+
+def test_metrics_count_projections_then_reset() -> None:
+    p, g_r, g_c = problem(0)
+    blender = PCPOBlender(target_kl=DELTA)
+    for c in (-10.0, 10.0):
+        blender.blend(Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), LIMIT + c, LIMIT), p)
+    m = blender.metrics()
+    assert m["pcpo_projected_frac"] == 0.5 and m["pcpo_shift"] > 0
+    assert blender.metrics() == {}
+
+
+def test_bad_projection_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="projection must be one of kl, l2"):
+        PCPOBlender(projection="kl2")
