@@ -8,6 +8,8 @@ guard (kfcpo.update). The dataset collects with the live policy, so it is built 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,6 +24,7 @@ from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
+from kfcpo.envs.state import EnvStateError
 from kfcpo.models import Critic, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
 from kfcpo.update import UpdateConfig, critic_update, policy_update
@@ -38,6 +41,21 @@ def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
 def _numpy_state_from_tensors(s: dict[str, Any]) -> tuple:
     keys = s["keys"].numpy().astype(np.uint32)
     return (s["name"], keys, s["pos"], s["has_gauss"], s["gauss"])
+
+
+@contextmanager
+def _seeded_init(seed: int) -> Iterator[None]:
+    """Initial weights from `seed` alone: not from whatever the process drew before (two
+    runs in one process start alike) nor from its thread count (orthogonal init's QR in
+    MKL rounds differently with 1 and 2 threads); the global RNG is left untouched."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def gather_to_all(obj: Any) -> list[Any]:
@@ -62,11 +80,7 @@ class SafeRLModule(pl.LightningModule):
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg)})
         obs_dim, act_dim = space_dims(cfg.env.id)
         hidden, act = list(cfg.model.hidden), cfg.model.activation
-        # The initial weights come from `seed` alone, not from whatever the process drew
-        # before (two runs in one process, or one after another test, start alike), and
-        # building leaves the global RNG untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(cfg.seed))
+        with _seeded_init(int(cfg.seed)):
             self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
             self.critic_r = Critic(obs_dim, hidden, act)
             self.critic_c = Critic(obs_dim, hidden, act)
@@ -200,7 +214,10 @@ class SafeRLModule(pl.LightningModule):
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
-        self.collector.load_state_dict(state["collector"])
+        try:
+            self.collector.load_state_dict(state["collector"])
+        except EnvStateError as err:  # e.g. env.num_envs changed: resumable, not exactly
+            rank_zero_warn(f"{err}: the envs start fresh episodes, so the resume is not exact")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
@@ -228,8 +245,9 @@ class SafeRLModule(pl.LightningModule):
         if ranks is not None and len(ranks) == self.trainer.world_size:
             self._load_rank_state(ranks[self.global_rank])
             return
-        saved = "no env states (an older kfcpo)" if ranks is None else f"states of {len(ranks)} ranks"
-        rank_zero_warn(
-            f"the checkpoint holds {saved}, this run has {self.trainer.world_size}: the envs start "
-            "fresh episodes and each rank keeps its own seeds, so the resume is not exact"
+        why = (
+            "the checkpoint has no env or per-rank RNG states (an older kfcpo wrote it)"
+            if ranks is None
+            else f"the checkpoint holds {len(ranks)} ranks' states, this run has {self.trainer.world_size}"
         )
+        rank_zero_warn(f"{why}: the envs start fresh episodes from their seeds, so the resume is not exact")

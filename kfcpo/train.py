@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.checkpoint import CHECKPOINTS_DIR, check_compatible, find_checkpoint, run_dir_of
@@ -22,6 +23,8 @@ from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
 
 TRAINER_DEFAULTS = {"accelerator": "cpu", "devices": 1}
+LAST_NAME = "last"  # checkpoints/last.ckpt
+METRICS_FILE = "metrics.csv"
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -58,6 +61,7 @@ class ContinuedCSVLogger(CSVLogger):
         self._header, self._rows = _read_rows(Path(save_dir) / METRICS_FILE, keep_through_epoch)
 
     @property
+    @rank_zero_experiment  # other ranks get Lightning's dummy and write nothing
     def experiment(self) -> Any:
         if self._experiment is None:
             writer = super().experiment  # deletes metrics.csv: write the kept rows back
@@ -68,9 +72,6 @@ class ContinuedCSVLogger(CSVLogger):
                     out.writerows(self._rows)
                 writer.metrics_keys = list(self._header)
         return self._experiment
-
-
-METRICS_FILE = "metrics.csv"
 
 
 def _read_rows(path: Path, keep_through_epoch: int) -> tuple[list[str], list[dict[str, str]]]:
@@ -102,6 +103,20 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
     return loggers
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` after every epoch, replaced in place: what a crashed run resumes from.
+
+    ModelCheckpoint's own `save_last` only follows its top-k saves (with save_top_k=0 it
+    wrote once, when training ended). As a subclass it also has its own state key, so it
+    can sit beside the every-N-epochs ModelCheckpoint even when N is 1.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(
+            dirpath=dirpath, filename=LAST_NAME, save_top_k=1, every_n_epochs=1, enable_version_counter=False
+        )
+
+
 def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = None) -> pl.Trainer:
     ckpt_dir = out_dir / CHECKPOINTS_DIR
     callbacks = [
@@ -109,7 +124,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
             dirpath=ckpt_dir, filename="epoch{epoch:04d}", auto_insert_metric_name=False,
             every_n_epochs=cfg.checkpoint.every_n_epochs, save_top_k=-1,
         ),
-        ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, every_n_epochs=1),
+        LastCheckpoint(ckpt_dir),
         EnvStepProgressBar(cfg.total_steps),
     ]
     kwargs = {**TRAINER_DEFAULTS, **OmegaConf.to_container(cfg.trainer)}

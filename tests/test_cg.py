@@ -86,3 +86,13 @@ def test_conjugate_gradient_is_exact_in_n_steps() -> None:
     x, used, rr = conjugate_gradient(lambda v: spd @ v, b, iters=6, tol=0.0)
     assert used == 6 and rr < 1e-20
     assert oracles.rel_err(x, torch.linalg.solve(spd, b)) < 1e-10
+
+
+def test_nonfinite_states_give_a_finite_zero_direction(setup) -> None:
+    actor, obs, g = setup
+    poisoned = obs.clone()
+    poisoned[0, 0] = float("nan")
+    pre = ConjugateGradient(actor)
+    pre.update(poisoned)
+    x = pre.solve(g)
+    assert torch.isfinite(x).all() and not x.any()

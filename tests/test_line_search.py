@@ -163,3 +163,66 @@ def test_nonfinite_step_or_surrogate_is_refused() -> None:
 def test_bad_parameters_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LineSearch(**kwargs)
+
+
+# -- several ranks ----------------------------------------------------------------------
+DDP_N, DDP_OBS = 256, 6
+
+
+def ddp_batch() -> Batch:
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(DDP_N, DDP_OBS, generator=g), torch.randn(DDP_N, ACT, generator=g)
+    z = torch.zeros(DDP_N)
+    return Batch(obs, act, z, torch.randn(DDP_N, generator=g), torch.randn(DDP_N, generator=g), z, z)
+
+
+def cpo_update(batch: Batch, ep_cost: float) -> torch.Tensor:
+    """One CPO epoch (cg x cpo x line_search, one full-batch step); the final parameters."""
+    from kfcpo.registry import Catalogue
+    from kfcpo.update import UpdateConfig, policy_update
+
+    torch.manual_seed(1)
+    actor = GaussianActor(DDP_OBS, ACT, [8, 8])
+    with torch.no_grad():
+        batch.logp_old = actor.log_prob(batch.obs, batch.act)
+    catalogue = Catalogue()
+    precond = catalogue.build("preconditioner", "cg", {}, actor)
+    blender = catalogue.build("blender", "cpo", {"target_kl": 0.05})  # large: the search backtracks
+    guard = catalogue.build("guard", "line_search", {"target_kl": 0.01})
+    cfg = UpdateConfig(update_iters=1, minibatch_size=0, critic_iters=0, critic_minibatch_size=1)
+    policy_update(actor, batch, precond, blender, guard, ep_cost, 25.0, cfg, torch.Generator().manual_seed(0))
+    return get_flat(actor)
+
+
+def _cpo_rank_main(rank: int, world: int, port: int, ep_cost: float, out: str) -> None:
+    import os
+
+    import torch.distributed as torch_dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    half = DDP_N // world
+    flat = cpo_update(ddp_batch().select(torch.arange(rank * half, (rank + 1) * half)), ep_cost)
+    torch.save(flat, f"{out}.{rank}")
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ep_cost", [20.0, 40.0], ids=["feasible", "violated"])
+def test_two_ranks_search_alike_and_equal_one_rank_over_the_union(ep_cost: float, tmp_path) -> None:
+    """Every decision (CPO case, accepted fraction) is made from rank-averaged values: both
+    ranks end bit-identical, and equal (to round-off) the one-process update of the union."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "flat")
+    mp.start_processes(_cpo_rank_main, args=(2, port, ep_cost, out), nprocs=2, start_method="spawn")
+    rank0, rank1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert torch.equal(rank0, rank1)
+    single = cpo_update(ddp_batch(), ep_cost)
+    torch.testing.assert_close(rank0, single, rtol=1e-4, atol=1e-5)

@@ -16,7 +16,7 @@ from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
 from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
-from kfcpo.envs.state import load_vector_state, vector_state
+from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
 from kfcpo.models import Critic, GaussianActor
 
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
@@ -77,10 +77,11 @@ class RolloutCollector:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises EnvStateError, changing nothing, if the state is for other envs."""
         for k in _EPISODE_STATE:
             saved, expected = tuple(state[k].shape), np.shape(getattr(self, k))
             if saved != expected:
-                raise ValueError(f"collector state '{k}' has shape {saved}, expected {expected}")
+                raise EnvStateError(f"collector state '{k}' has shape {saved}, this run's is {expected}")
         envs = [blob_from_tensor(t) for t in state["envs"]]
         load_vector_state(self.envs, {"envs": envs, "spaces": blob_from_tensor(state["spaces"])})
         for k in _EPISODE_STATE:

@@ -131,7 +131,9 @@ class ConjugateGradient(Preconditioner):
         obs = self._obs.to(params[0].device, params[0].dtype)
         with torch.enable_grad():
             dist = self.actor.distribution(obs)
-            fixed = Normal(dist.mean.detach(), dist.stddev.detach())
+            # No validation: non-finite states must give non-finite products (CG then stops
+            # with x = 0), not an exception on one rank while the others wait.
+            fixed = Normal(dist.mean.detach(), dist.stddev.detach(), validate_args=False)
             kl = kl_divergence(fixed, dist).sum(-1).mean()
             # retain_graph too: products backprop through this graph's saved forward tensors.
             self._grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)

@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kfcpo.dist import all_mean
+from kfcpo.fisher import LOG_STD_FISHER, exact_quad
 from kfcpo.flat import params_of
 from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
 
 ESTIMATORS = ("sampled", "expected")
 QUAD_MODES = ("kfac", "exact")
-# Fisher information of log sigma for a univariate Gaussian: E[(eps^2 - 1)^2] = 2.
-LOG_STD_FISHER = 2.0
 # Factors are accumulated and inverted in float64: the eigenvalues of A span many decades
 # (tanh features are strongly correlated) and float32 eigh loses the small ones.
 FACTOR_DTYPE = torch.float64
@@ -50,7 +49,6 @@ class _Layer:
     module: nn.Linear
     weight_at: int
     bias_at: int | None
-    name: str  # its key in mean_net's state (for functional_call)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -213,12 +211,13 @@ class KFAC(Preconditioner):
         """
         if v.numel() != self.numel:
             raise ValueError(f"flat vector has {v.numel()} entries, the actor has {self.numel}")
-        v64 = v.detach().to(FACTOR_DTYPE)
         if self.quad_mode == "exact" and self._quad_obs is not None:
-            total = self._exact_mean_quad(v)
-        else:
-            with _one_thread():
-                total = self._kronecker_mean_quad(v64)
+            weight = self.layers[0].module.weight
+            obs = self._quad_obs.to(weight.device, weight.dtype)
+            return exact_quad(self.actor, obs, v.detach()).to(v.dtype)
+        v64 = v.detach().to(FACTOR_DTYPE)
+        with _one_thread():
+            total = self._kronecker_mean_quad(v64)
         if self.log_std_at is not None:
             total = total + LOG_STD_FISHER * self._log_std(v64).square().sum()
         return total.to(v.dtype)
@@ -229,25 +228,6 @@ class KFAC(Preconditioner):
             rot = eig.q_g.T @ self._block(v64, layer) @ eig.q_a
             total = total + (torch.outer(eig.e_g, eig.e_a) * rot.square()).sum()
         return total
-
-    def _exact_mean_quad(self, v: torch.Tensor) -> torch.Tensor:
-        """E_x[(J v)^T Sigma^-1 (J v)] over the stored states, J = d mu / d theta: a JVP."""
-        assert self._quad_obs is not None
-        weight = self.layers[0].module.weight
-        obs = self._quad_obs.to(weight.device, weight.dtype)
-        v = v.detach().to(weight.dtype)
-        primals = {k: p.detach() for k, p in self.actor.mean_net.named_parameters()}
-        tangents = {}
-        for layer in self.layers:
-            w = layer.module.weight
-            tangents[f"{layer.name}.weight"] = v[layer.weight_at : layer.weight_at + w.numel()].view_as(w)
-            if layer.bias_at is not None:
-                tangents[f"{layer.name}.bias"] = v[layer.bias_at : layer.bias_at + w.shape[0]]
-        _, jv = torch.func.jvp(
-            lambda p: torch.func.functional_call(self.actor.mean_net, p, (obs,)), (primals,), (tangents,)
-        )
-        inv_var = torch.exp(-2.0 * self.actor.log_std.detach()).to(jv.dtype)
-        return all_mean((jv.square() * inv_var).sum(-1).mean().to(FACTOR_DTYPE))
 
     def state_dict(self) -> dict[str, Any]:
         def clone(ts: Any) -> Any:
@@ -444,12 +424,12 @@ class KFAC(Preconditioner):
         """Flat offsets of each Linear and of log_std; ValueError for any other parameter."""
         at = _offsets(actor)
         layers, covered = [], set()
-        for name, m in actor.mean_net.named_children():
+        for m in actor.mean_net:
             if isinstance(m, nn.Linear):
                 if id(m.weight) not in at or (m.bias is not None and id(m.bias) not in at):
                     raise ValueError("KFAC needs trainable weights and biases in every Linear layer")
                 bias_at = None if m.bias is None else at[id(m.bias)]
-                layers.append(_Layer(m, at[id(m.weight)], bias_at, name))
+                layers.append(_Layer(m, at[id(m.weight)], bias_at))
                 covered |= {id(m.weight)} | ({id(m.bias)} if m.bias is not None else set())
         log_std_at = at.get(id(actor.log_std))
         if log_std_at is not None:

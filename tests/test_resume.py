@@ -1,0 +1,311 @@
+"""Exact resume: an interrupted and resumed run equals an uninterrupted one (metrics and
+bit-identical parameters), checkpoint writes are atomic, and a run folder resumes from
+its newest complete checkpoint. Real envs, a real Trainer, tiny budgets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from kfcpo.atomic_file import partial_path
+from kfcpo.checkpoint import find_checkpoint
+from kfcpo.ckpt_io import save_atomic
+from kfcpo.cli import main
+from kfcpo.envs import make_env, make_vector_env
+from kfcpo.envs.state import EnvStateError, capture, load_vector_state, restore, vector_state
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = str(ROOT / "conf" / "goal.yaml")
+EPOCH_STEPS = 100
+EPOCHS = 4
+# Hopper's episodes end within tens of steps under a fresh policy, so episodes finish in
+# every epoch and straddle the resume point; PointGoal1's last 1000 steps.
+SHORT_EPISODES = "SafetyHopperVelocity-v1"
+BASE = [
+    f"steps_per_epoch={EPOCH_STEPS}",
+    "env.num_envs=2",
+    "update_iters=2",
+    "model.critic_iters=1",
+    "logger.wandb.mode=disabled",
+    "checkpoint.every_n_epochs=2",  # epoch0001.ckpt, epoch0003.ckpt and last.ckpt
+]
+# Wall-clock columns; every other column must match exactly.
+TIMING = {"steps_per_s", "rollout_s", "update_s"}
+CASES = {
+    "ppo_lag-sync-short-episodes": ["algorithm=ppo_lag", "env.vector=sync", f"env.id={SHORT_EPISODES}"],
+    "ppo_lag-async-goal": ["algorithm=ppo_lag", "env.vector=async"],
+    "kfcpo-sync-goal": ["algorithm=kfcpo", "env.vector=sync"],
+}
+KILL_CASE = "ppo_lag-sync-short-episodes"
+KILL_TIMEOUT_S = 120
+
+
+def fit_args(case: str, epochs: int, *extra: str) -> list[str]:
+    return ["fit", "--config", GOAL, *BASE, *CASES[case], f"total_steps={epochs * EPOCH_STEPS}", *extra]
+
+
+def metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def load(run: Path, name: str = "last.ckpt") -> dict[str, Any]:
+    return torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)
+
+
+def params(run: Path) -> dict[str, torch.Tensor]:
+    return load(run)["state_dict"]
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two checkpoint trees differ (tensors bitwise)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return [] if a.dtype == b.dtype and torch.equal(a, b) else [path]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path} (keys)"]
+        return [d for k in a for d in differences(a[k], b[k], f"{path}/{k}")]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return [f"{path} (length)"]
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}/{i}")]
+    return [] if a == b else [path]
+
+
+def assert_same_run(run: Path, ref: Path) -> None:
+    rows, ref_rows = metrics(run), metrics(ref)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(EPOCHS)]
+    assert rows == ref_rows
+    mine, theirs = load(run), load(ref)
+    # Networks, the critics' optimizer, and kfcpo's own state (normalizer, K-FAC or
+    # multiplier, counters, RNGs, the collector's observations and episode sums);
+    # pickled env states may differ in byte layout, their effect is in the metrics.
+    for rank in mine["kfcpo"]["ranks"] + theirs["kfcpo"]["ranks"]:
+        del rank["collector"]["envs"], rank["collector"]["spaces"]
+    for key in ("state_dict", "optimizer_states", "kfcpo"):
+        assert not differences(mine[key], theirs[key], key)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The uninterrupted run of a case (made once, shared by the tests of this file)."""
+    runs: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in runs:
+            out = tmp_path_factory.mktemp("straight") / case
+            assert main(fit_args(case, EPOCHS, f"out_dir={out}")) == 0
+            runs[case] = out
+        return runs[case]
+
+    return get
+
+
+# ------------------------------------------------------------ (1) resume equivalence
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_stopped_and_resumed_run_equals_uninterrupted(case: str, straight, tmp_path: Path) -> None:
+    ref = straight(case)
+    if case == KILL_CASE:
+        assert any(float(r["episodes"]) > 0 for r in metrics(ref)[EPOCHS // 2 :]), "no episode ended"
+    run = tmp_path / "run"
+    assert main(fit_args(case, EPOCHS // 2, f"out_dir={run}")) == 0
+    assert len(metrics(run)) == EPOCHS // 2
+    # A run folder as `resume`: its newest checkpoint, and the run continues in it.
+    assert main(fit_args(case, EPOCHS, f"resume={run}")) == 0
+    assert_same_run(run, ref)
+
+
+# ------------------------------------------------------------------------ (2) kill -9
+@pytest.mark.slow
+def test_run_killed_mid_training_resumes_to_the_same_result(straight, tmp_path: Path) -> None:
+    ref = straight(KILL_CASE)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kfcpo.cli", *fit_args(KILL_CASE, EPOCHS, f"out_dir={run}")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    try:
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert first.exists(), "no checkpoint appeared in time"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    done = [r["epoch"] for r in metrics(run)]
+    assert len(done) < EPOCHS, f"killed too late to prove anything: epochs {done} logged"
+    assert main(fit_args(KILL_CASE, EPOCHS, f"resume={run}")) == 0
+    assert_same_run(run, ref)
+
+
+# ------------------------------------------------------- (3) truncation and atomicity
+@pytest.mark.slow
+def test_truncated_checkpoint_given_explicitly_is_a_one_line_error(straight, tmp_path, capsys) -> None:
+    data = (straight(KILL_CASE) / "checkpoints" / "last.ckpt").read_bytes()
+    half = tmp_path / "half.ckpt"
+    half.write_bytes(data[: len(data) // 2])
+    assert main(fit_args(KILL_CASE, EPOCHS, f"resume={half}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kfcpo: error: resume: '{half}' is not a readable checkpoint (RuntimeError)"]
+
+
+@pytest.mark.slow
+def test_run_folder_with_truncated_newest_checkpoints_resumes_from_last_complete(
+    straight, tmp_path: Path
+) -> None:
+    ref = straight(KILL_CASE)
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)  # keeps modification times: last.ckpt is the newest
+    for name in ("last.ckpt", "epoch0003.ckpt"):
+        path = run / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="not a readable checkpoint"):
+        chosen, _ = find_checkpoint(run)
+    assert chosen.name == "epoch0001.ckpt"
+    # Resumed in place: metrics.csv keeps epochs 0-1 and drops 2-3, which are trained again.
+    assert main(fit_args(KILL_CASE, EPOCHS, f"resume={run}")) == 0
+    assert_same_run(run, ref)
+
+
+_SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from kfcpo.atomic_file import write_atomic
+
+def write(f):  # half a file, then stall: the writer is killed in the middle of a write
+    f.write(b"PK" * 1000)
+    f.flush()
+    Path(sys.argv[2]).touch()
+    time.sleep(60)
+
+write_atomic(sys.argv[1], write)
+"""
+
+
+def test_kill_during_a_checkpoint_write_leaves_the_previous_file_intact(tmp_path: Path) -> None:
+    target, writing = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "writing"
+    save_atomic({"step": 1}, target)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(target), str(writing)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        while not writing.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writing.exists(), "the writer never started"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert partial_path(target).exists()  # the interrupted write went elsewhere,
+    assert not partial_path(target).match("*.ckpt")  # to a name resume never picks
+    assert torch.load(target, weights_only=True) == {"step": 1}
+
+
+# ---------------------------------------------------------------- (4) env round trips
+ENV_ID = "SafetyPointGoal1-v0"
+EPISODE = 30  # short episodes: the replay crosses several resets
+WARMUP, REPLAY = 20, 100
+
+
+def replay(env, actions: np.ndarray) -> list[tuple]:
+    """Step with `actions`, resetting (without a seed) after each episode end."""
+    out = []
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        out.append((obs.tobytes(), reward, terminated, truncated, info["cost"]))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            out.append(("reset", obs.tobytes()))
+    return out
+
+
+def test_single_env_round_trip_is_bit_exact_across_episode_ends() -> None:
+    rng = np.random.default_rng(0)
+    env = make_env(ENV_ID, seed=0, max_episode_steps=EPISODE)
+    env.reset()
+    for a in rng.uniform(-1, 1, (WARMUP, 2)):
+        env.step(a)
+    blob = capture(env)
+    actions = rng.uniform(-1, 1, (REPLAY, 2))
+    expected = replay(env, actions)
+    assert sum(1 for step in expected if step[0] == "reset") >= 3
+    for fresh_reset in (True, False):  # restoring does not need a reset first
+        other = make_env(ENV_ID, seed=123, max_episode_steps=EPISODE)
+        if fresh_reset:
+            other.reset()
+        restore(other, blob)
+        assert replay(other, actions) == expected
+        other.close()
+    unrestored = make_env(ENV_ID, seed=123, max_episode_steps=EPISODE)
+    unrestored.reset()
+    assert replay(unrestored, actions) != expected  # the check can fail
+    env.close()
+
+
+def test_restore_into_another_task_is_refused() -> None:
+    blob = capture(make_env(ENV_ID, seed=0))
+    with pytest.raises(EnvStateError, match="SafetyPointGoal1-v0"):
+        restore(make_env("SafetyPointButton1-v0", seed=0), blob)
+
+
+def vector_replay(venv, actions: np.ndarray) -> list[bytes]:
+    out = []
+    for a in actions:
+        obs, reward, terminated, truncated, info = venv.step(a)
+        out += [obs.tobytes(), reward.tobytes(), terminated.tobytes(), truncated.tobytes(),
+                info["cost"].tobytes()]
+    return out
+
+
+@pytest.mark.parametrize("vector", ["sync", "async"])
+def test_vector_env_round_trip_is_bit_exact(vector: str) -> None:
+    rng = np.random.default_rng(1)
+    envs = make_vector_env(ENV_ID, 2, seed=0, vector=vector, max_episode_steps=EPISODE)
+    envs.reset(seed=0)
+    vector_replay(envs, rng.uniform(-1, 1, (WARMUP, 2, 2)))
+    state = vector_state(envs)
+    assert state["envs"][0] != state["envs"][1]  # each env's own state, not one broadcast
+    actions = rng.uniform(-1, 1, (REPLAY, 2, 2))
+    expected = vector_replay(envs, actions)
+    other = make_vector_env(ENV_ID, 2, seed=99, vector=vector, max_episode_steps=EPISODE)
+    other.reset(seed=99)
+    load_vector_state(other, state)
+    assert vector_replay(other, actions) == expected
+    for v in (envs, other):
+        v.close()
+
+
+def test_render_contexts_are_not_pickled_and_keep_drawing_the_restored_scene() -> None:
+    kwargs = {"render_mode": "rgb_array", "width": 64, "height": 64, "camera_name": "fixedfar"}
+    env, other = make_env(ENV_ID, seed=0, **kwargs), make_env(ENV_ID, seed=5, **kwargs)
+    env.reset()
+    other.reset()
+    env.render(), other.render()  # both now hold a live GL context
+    blob = capture(env)
+    restore(other, blob)
+    assert np.array_equal(other.render(), env.render())
+    for e in (env, other):
+        e.close()
+
+
+@pytest.mark.slow
+def test_resume_with_other_num_envs_warns_and_trains_on(straight, tmp_path: Path) -> None:
+    ckpt = straight(KILL_CASE) / "checkpoints" / "epoch0001.ckpt"
+    args = fit_args(KILL_CASE, 3, "env.num_envs=1", f"resume={ckpt}", f"out_dir={tmp_path}")
+    with pytest.warns(UserWarning, match="resume is not exact"):
+        assert main(args) == 0
+    assert [r["epoch"] for r in metrics(tmp_path)] == ["2"]

@@ -1,0 +1,138 @@
+"""Update time per epoch of every algorithm preset on the same rollout, as ratios to kfcpo.
+
+One rollout is collected once (fresh policy, the preset-independent defaults: 2x64 tanh
+policy, observation normalization, GAE); then each preset starts from that same policy and
+critics and runs one epoch's update on it: the policy update (gradients, curvature,
+blend, guard, as `kfcpo.update.policy_update`) and the critics' regression. Presets are
+timed in turn within each repeat, and the median over repeats is reported (the machine is
+shared: ratios taken side by side drift less than absolute times).
+
+    .venv/bin/python tools/bench_presets.py [--env SafetyPointButton1-v0] [--steps 20000]
+        [--repeats 3] [--extra "cpo preconditioner.name=kfac" ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kfcpo.config import load_config
+from kfcpo.data.batch import Rollout
+from kfcpo.data.rollout import GAEConfig, RolloutCollector
+from kfcpo.envs import make_vector_env
+from kfcpo.module import SafeRLModule
+from kfcpo.registry import Catalogue
+from kfcpo.update import critic_update, policy_update
+
+BASELINE = "kfcpo"
+# Swaps worth a row beside the presets: the issue's "CPO with K-FAC curvature" and the
+# paper's third experiment, KFCPO with CG curvature.
+EXTRA = ("cpo preconditioner.name=kfac", "kfcpo preconditioner.name=cg")
+# Metrics echoed per row: how much policy work the epoch did.
+WORK_KEYS = ("policy_steps", "committed_frac")
+
+
+@dataclass
+class Timing:
+    policy_s: list[float]
+    critic_s: list[float]
+    work: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return statistics.median(p + c for p, c in zip(self.policy_s, self.critic_s, strict=True))
+
+
+def overrides_for(row: str, env_id: str, steps: int, num_envs: int) -> list[str]:
+    algorithm, *extra = row.split()
+    return [
+        f"algorithm={algorithm}", f"env.id={env_id}", f"steps_per_epoch={steps}",
+        f"env.num_envs={num_envs}", "logger.wandb.mode=disabled", *extra,
+    ]
+
+
+def collect(env_id: str, steps: int, num_envs: int, seed: int) -> tuple[Rollout, dict]:
+    """One epoch from a fresh policy; also the networks' initial weights."""
+    cfg, _ = load_config(None, overrides_for(BASELINE, env_id, steps, num_envs))
+    module = SafeRLModule(cfg)
+    vector = "sync" if num_envs == 1 else "async"
+    envs = make_vector_env(env_id, num_envs, seed=seed, vector=vector)
+    gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+    collector = RolloutCollector(
+        envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
+        steps // num_envs, gae_cfg, seed,
+    )
+    try:
+        rollout = collector.collect(0)
+    finally:
+        envs.close()
+    return rollout, module.state_dict()
+
+
+def one_update(
+    row: str, rollout: Rollout, weights: dict, args: argparse.Namespace
+) -> tuple[float, float, dict[str, float]]:
+    """Seconds of the policy update and of the critic update for one preset, and its work."""
+    cfg, _ = load_config(None, overrides_for(row, args.env, args.steps, args.num_envs), check_env=False)
+    module = SafeRLModule(cfg)
+    module.load_state_dict(weights)  # the policy and critics that collected the rollout
+    torch.manual_seed(args.seed)
+    s = rollout.stats
+    ep_cost = s.ep_cost_sum / s.episodes if s.episodes else 0.0
+    start = time.perf_counter()
+    metrics = policy_update(module.actor, rollout.batch, module.precond, module.blender, module.guard,
+                            ep_cost, float(cfg.cost_limit), module.update_cfg, module.shuffle)
+    policy_s = time.perf_counter() - start
+    optimizer = module.configure_optimizers()
+    critics = [(module.critic_r, rollout.batch.ret_r), (module.critic_c, rollout.batch.ret_c)]
+    start = time.perf_counter()
+    critic_update(critics, rollout.batch.obs, optimizer, module.update_cfg, module.shuffle)
+    return policy_s, time.perf_counter() - start, {k: metrics[k] for k in WORK_KEYS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="SafetyPointButton1-v0")
+    parser.add_argument("--steps", type=int, default=20000, help="rollout length (steps_per_epoch)")
+    parser.add_argument("--num-envs", type=int, default=4, help="envs collecting the rollout")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (training's default: 1)")
+    parser.add_argument("--extra", nargs="*", default=list(EXTRA),
+                        help='more rows, each "algorithm key=value ...", e.g. "cpo preconditioner.name=kfac"')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [*Catalogue().names("algorithm"), *args.extra]
+    if BASELINE not in rows:
+        raise SystemExit(f"the baseline preset '{BASELINE}' is not in the catalogue")
+
+    t0 = time.perf_counter()
+    rollout, weights = collect(args.env, args.steps, args.num_envs, args.seed)
+    jc = rollout.stats.ep_cost_sum / max(rollout.stats.episodes, 1)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.env}, one rollout of "
+          f"{len(rollout.batch)} steps ({time.perf_counter() - t0:.1f} s, Jc = {jc:.1f} over "
+          f"{rollout.stats.episodes} episodes), median of {args.repeats}, load average {load}\n")
+    timings = {row: Timing([], [], {}) for row in rows}
+    for _ in range(args.repeats):
+        for row in rows:
+            policy_s, critic_s, work = one_update(row, rollout, weights, args)
+            timings[row].policy_s.append(policy_s)
+            timings[row].critic_s.append(critic_s)
+            timings[row].work = work
+    base = timings[BASELINE].total
+    print("| preset | policy s | critic s | update s | / kfcpo | policy steps | committed |")
+    print("|---|---|---|---|---|---|---|")
+    for row, t in timings.items():
+        med = statistics.median
+        print(f"| {row} | {med(t.policy_s):.2f} | {med(t.critic_s):.2f} | {t.total:.2f} | "
+              f"{t.total / base:.2f}x | {t.work['policy_steps']:.0f} | {t.work['committed_frac']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
