@@ -104,6 +104,21 @@ def test_feasible_reward_step_is_kept_and_fills_the_trust_region() -> None:
     assert float(0.5 * p.quad(step)) == pytest.approx(DELTA, rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_rescale_shrinks_a_step_beyond_the_trust_region_onto_its_boundary(seed: int) -> None:
+    p, g_r, g_c = problem(seed)
+    c = abs(float(g_c @ reward_step(p, g_r))) + 5.0  # far infeasible: a long projection
+    d = Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), LIMIT + c, LIMIT)
+    paper = PCPOBlender(target_kl=DELTA).blend(d, p)
+    shrunk = PCPOBlender(target_kl=DELTA, rescale=True).blend(d, p)
+    assert float(0.5 * p.quad(paper)) > DELTA
+    assert float(0.5 * p.quad(shrunk)) == pytest.approx(DELTA, rel=1e-9)
+    torch.testing.assert_close(shrunk / shrunk.norm(), paper / paper.norm())  # same direction
+    # inside the region (no projection, or a short one) nothing changes
+    near = Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), LIMIT - 10.0, LIMIT)
+    assert torch.equal(PCPOBlender(rescale=True).blend(near, p), PCPOBlender().blend(near, p))
+
+
 def test_metrics_count_projections_then_reset() -> None:
     p, g_r, g_c = problem(0)
     blender = PCPOBlender(target_kl=DELTA)

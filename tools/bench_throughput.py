@@ -38,6 +38,7 @@ from bench_envs_raw import steps_per_second
 class EpochClock(pl.Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
+        self.update_s: list[float] = []
         self._t = 0.0
 
     def on_train_epoch_start(self, trainer, module) -> None:
@@ -45,6 +46,7 @@ class EpochClock(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.times.append(time.perf_counter() - self._t)
+        self.update_s.append(float(trainer.callback_metrics["update_s"]))
 
 
 def fit_epochs(overrides: list[str], out: Path) -> tuple[list[float], list[float]]:
@@ -55,16 +57,8 @@ def fit_epochs(overrides: list[str], out: Path) -> tuple[list[float], list[float
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     clock = EpochClock()
     trainer.callbacks.append(clock)
-    update_s: list[float] = []
-    original = module.training_step
-
-    def timed(rollout, i):  # record the update time the module logs
-        original(rollout, i)
-        update_s.append(float(trainer.callback_metrics["update_s"]))
-
-    module.training_step = timed
     trainer.fit(module)
-    return clock.times, update_s
+    return clock.times, clock.update_s
 
 
 def plain_epochs(overrides: list[str]) -> list[float]:

@@ -60,7 +60,7 @@ def rank_means(values: Objectives) -> tuple[float, float | None]:
 
 @dataclass
 class Proposal:
-    """A step and what a guard may check it against besides the KL (SPEC 2.5 line search).
+    """A step and what a guard may check it against besides the KL (a line search does).
 
     Everything is lazy, so guards that look only at the step pay nothing, and every value
     is averaged over ranks, so decisions made from them agree on all ranks.

@@ -85,10 +85,11 @@ def _sym_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run the small float64 linear algebra (eigh, solves of <= ~260-wide factors) on one
+    """Run the factor-sized work (EMA, eigh, solves; matrices of at most ~260^2) on one
     thread. It gains nothing from a second one, and when the cores are shared (other
-    processes, rollout workers) an OpenMP/MKL team waiting on a descheduled thread made a
-    65x65 eigh take 26 ms instead of 0.8 ms (median, measured on this project's machine)."""
+    processes, rollout workers) every parallel region waits for a descheduled thread:
+    measured on this project's 2-core machine under load, a 65x65 eigh took 26 ms instead
+    of 0.8 ms and one elementwise op on a 257x257 factor 24 ms instead of 0.1 ms."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -97,16 +98,15 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _second_moment(a: torch.Tensor, append_one: bool) -> torch.Tensor:
-    """E[a a^T] over rows, with a 1 appended to each row when `append_one`. Assembled from
-    a^T a and the column sums rather than by concatenating a ones column (a full copy)."""
-    n = a.shape[0]
-    aa = a.T @ a
+def _second_moment(aa: torch.Tensor, a_sum: torch.Tensor, n: int, append_one: bool) -> torch.Tensor:
+    """E[a a^T] from a^T a, the column sums and the row count n, with a 1 appended to each
+    row when `append_one`: assembled rather than by concatenating a ones column to the
+    (N, in) inputs, which would copy them."""
     if not append_one:
         return aa / n
-    s = a.sum(0, keepdim=True)
+    s = a_sum[None, :]
     top = torch.cat([aa, s.T], dim=1)
-    bottom = torch.cat([s, torch.full((1, 1), float(n), dtype=a.dtype, device=a.device)], dim=1)
+    bottom = torch.cat([s, torch.full((1, 1), float(n), dtype=aa.dtype, device=aa.device)], dim=1)
     return torch.cat([top, bottom], dim=0) / n
 
 
@@ -182,7 +182,8 @@ class KFAC(Preconditioner):
             batch = self._batch_factors(obs)
             if batch is None:
                 return self._skip()
-            ema, refreshes = self._fold(batch), refreshes + 1
+            with _one_thread():
+                ema, refreshes = self._fold(batch), refreshes + 1
         eigen = self._eigen
         if invert and ema is not None:
             with _one_thread():
@@ -215,17 +216,17 @@ class KFAC(Preconditioner):
             weight = self.layers[0].module.weight
             obs = self._quad_obs.to(weight.device, weight.dtype)
             return exact_quad(self.actor, obs, v.detach()).to(v.dtype)
-        v64 = v.detach().to(FACTOR_DTYPE)
+        v = v.detach()
         with _one_thread():
-            total = self._kronecker_mean_quad(v64)
+            total = self._kronecker_mean_quad(v)
         if self.log_std_at is not None:
-            total = total + LOG_STD_FISHER * self._log_std(v64).square().sum()
-        return total.to(v.dtype)
+            total = total + LOG_STD_FISHER * self._log_std(v).square().sum()
+        return total
 
-    def _kronecker_mean_quad(self, v64: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros((), dtype=FACTOR_DTYPE, device=v64.device)
-        for layer, eig in zip(self.layers, self._bases(), strict=True):
-            rot = eig.q_g.T @ self._block(v64, layer) @ eig.q_a
+    def _kronecker_mean_quad(self, v: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros((), dtype=v.dtype, device=v.device)
+        for layer, eig in zip(self.layers, self._bases(v.dtype), strict=True):
+            rot = eig.q_g.T @ self._block(v, layer) @ eig.q_a
             total = total + (torch.outer(eig.e_g, eig.e_a) * rot.square()).sum()
         return total
 
@@ -279,29 +280,42 @@ class KFAC(Preconditioner):
     # -- curvature statistics ------------------------------------------------------------
     def _batch_factors(self, obs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """This batch's (A_l, G_l), averaged over ranks; None when any is non-finite."""
+        n = obs.shape[0]
+        sums, count = self._batch_sums(obs)
+        with _one_thread():  # from here on the work is factor-sized, independent of N
+            stats = []
+            for layer, (aa, a_sum, dd) in zip(self.layers, sums, strict=True):
+                stats += [
+                    _second_moment(aa, a_sum, n, layer.bias_at is not None),
+                    torch.stack(dd).sum(0) / count,
+                ]
+            packed = all_mean(torch.cat([s.to(FACTOR_DTYPE).reshape(-1) for s in stats]))
+            if not bool(torch.isfinite(packed).all()):
+                return None
+            out, at = [], 0
+            for s in stats:
+                out.append(packed[at : at + s.numel()].view_as(s))
+                at += s.numel()
+        return list(zip(out[0::2], out[1::2], strict=True))
+
+    def _batch_sums(
+        self, obs: torch.Tensor
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]], int]:
+        """The N-sized work, per layer: (a^T a, column sums of a, [d^T d per output vector]),
+        and the number of (state, vector) pairs the d^T d sum over."""
         weight = self.layers[0].module.weight
         obs = obs.detach().to(weight.device, weight.dtype)
         with torch.enable_grad():
             mean, inputs, outputs = self._forward(obs)
             grad_outs, count = self._output_grads(mean)
-            d_sq = [torch.zeros(s.shape[1], s.shape[1], dtype=s.dtype, device=s.device) for s in outputs]
+            dd: list[list[torch.Tensor]] = [[] for _ in outputs]
             for i, go in enumerate(grad_outs):
                 # d (sum_n f_n) / d s gives each sample's own d_n: the sum, not the mean,
                 # keeps per-sample output gradients unshrunk by N.
                 ds = torch.autograd.grad(mean, outputs, go, retain_graph=i < len(grad_outs) - 1)
-                for acc, d in zip(d_sq, ds, strict=True):
-                    acc.add_(d.T @ d)
-        stats = []
-        for layer, a, g in zip(self.layers, inputs, d_sq, strict=True):
-            stats += [_second_moment(a, layer.bias_at is not None), g / count]
-        packed = all_mean(torch.cat([s.to(FACTOR_DTYPE).reshape(-1) for s in stats]))
-        if not bool(torch.isfinite(packed).all()):
-            return None
-        out, at = [], 0
-        for s in stats:
-            out.append(packed[at : at + s.numel()].view_as(s))
-            at += s.numel()
-        return list(zip(out[0::2], out[1::2], strict=True))
+                for acc, d in zip(dd, ds, strict=True):
+                    acc.append(d.T @ d)
+        return [(a.T @ a, a.sum(0), d) for a, d in zip(inputs, dd, strict=True)], count
 
     def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The mean network run layer by layer with detached weights: returns the mean, each
@@ -368,33 +382,35 @@ class KFAC(Preconditioner):
 
     # -- flat-vector plumbing ----------------------------------------------------------
     def _apply(self, g: torch.Tensor, fn: Any) -> torch.Tensor:
-        """fn(eigenvalue) applied to the Kronecker curvature: x = Q fn(e) Q^T g per block."""
+        """fn(eigenvalue) applied to the Kronecker curvature: x = Q fn(e) Q^T g per block,
+        in g's dtype (the float64 eigendecomposition is where precision matters; applying
+        it in float32 halves the cost of the 256-wide products)."""
         if g.numel() != self.numel:
             raise ValueError(f"flat vector has {g.numel()} entries, the actor has {self.numel}")
-        g64 = g.detach().to(FACTOR_DTYPE)
-        out = torch.empty_like(g64)
-        for layer, eig in zip(self.layers, self._bases(), strict=True):
-            rot = eig.q_g.T @ self._block(g64, layer) @ eig.q_a
+        g = g.detach()
+        out = torch.empty_like(g)
+        for layer, eig in zip(self.layers, self._bases(g.dtype), strict=True):
+            rot = eig.q_g.T @ self._block(g, layer) @ eig.q_a
             x = eig.q_g @ (rot * fn(torch.outer(eig.e_g, eig.e_a))) @ eig.q_a.T
             self._put(out, layer, x)
         if self.log_std_at is not None:
             at, k = self.log_std_at, self.actor.log_std.numel()
-            out[at : at + k] = self._log_std(g64) * fn(torch.tensor(LOG_STD_FISHER, dtype=FACTOR_DTYPE))
-        return out.to(g.dtype)
+            out[at : at + k] = self._log_std(g) * fn(torch.tensor(LOG_STD_FISHER, dtype=g.dtype))
+        return out
 
-    def _bases(self) -> list[_Eigen]:
+    def _bases(self, dtype: torch.dtype) -> list[_Eigen]:
         if self._eigen is not None:
-            return self._eigen
+            return [_Eigen(*(t.to(dtype) for t in (e.e_a, e.q_a, e.e_g, e.q_g))) for e in self._eigen]
         if self._calls == 0:
             raise RuntimeError("KFAC.update(obs) must be called before solve/quad")
         # Every update so far was skipped: fall back to identity curvature (a plain,
         # trust-region-scaled gradient step) rather than stopping training.
-        return [self._identity(layer) for layer in self.layers]
+        return [self._identity(layer, dtype) for layer in self.layers]
 
     @staticmethod
-    def _identity(layer: _Layer) -> _Eigen:
+    def _identity(layer: _Layer, dtype: torch.dtype) -> _Eigen:
         out_f, in_f = layer.shape
-        kw = {"dtype": FACTOR_DTYPE, "device": layer.module.weight.device}
+        kw = {"dtype": dtype, "device": layer.module.weight.device}
         return _Eigen(
             torch.ones(in_f, **kw), torch.eye(in_f, **kw), torch.ones(out_f, **kw), torch.eye(out_f, **kw)
         )
