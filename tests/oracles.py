@@ -17,6 +17,7 @@ from torch.func import functional_call, hessian, jacrev, vmap
 
 from kfcpo.flat import get_flat, params_of
 from kfcpo.models.actor import GaussianActor
+from kfcpo.precond.base import Preconditioner
 
 # Fisher information of log sigma for a univariate Gaussian.
 LOG_STD_FISHER = 2.0
@@ -148,3 +149,33 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def cosine(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(x @ y / (x.norm() * y.norm()))
+
+
+class MatrixPrecond(Preconditioner):
+    """F = M exactly: solve(g) = M^-1 g, quad(v) = v^T M v. No policy is touched."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__(actor=None)  # type: ignore[arg-type]
+        self.m = m
+
+    def update(self, obs: torch.Tensor) -> None:
+        pass
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(self.m, g)
+
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.m @ v
+
+
+class PlainPrecond(Preconditioner):
+    """F = I with the default apply_step (theta += step), for guard tests."""
+
+    def update(self, obs: torch.Tensor) -> None:
+        pass
+
+    def solve(self, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ v

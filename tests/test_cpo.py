@@ -13,33 +13,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracles import MatrixPrecond
 from scipy.optimize import minimize
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.cpo import CPOBlender, solve_cpo_qp
-from kfcpo.precond.base import Preconditioner
 
 DIM = 5
 DELTA = 0.01
 TOL = 1e-5  # the issue's bar for the step
 SEEDS = range(6)
 
-
-class MatrixPrecond(Preconditioner):
-    """F = M exactly (solve = M^-1 g, quad = v^T M v); no policy."""
-
-    def __init__(self, m: torch.Tensor) -> None:
-        super().__init__(actor=None)  # type: ignore[arg-type]
-        self.m = m
-
-    def update(self, obs: torch.Tensor) -> None:
-        pass
-
-    def solve(self, g: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.solve(self.m, g)
-
-    def quad(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ self.m @ v
 
 
 def random_problem(seed: int) -> tuple[MatrixPrecond, torch.Tensor, torch.Tensor]:

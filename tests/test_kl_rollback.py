@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from oracles import PlainPrecond
 from torch.distributions import kl_divergence
 
 from kfcpo.data.batch import Batch
@@ -15,25 +16,12 @@ from kfcpo.flat import get_flat, params_of
 from kfcpo.guard.base import PolicyMover
 from kfcpo.guard.kl_rollback import KLRollback
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
 
 OBS, ACT, N = 5, 2, 64
 EPS = 0.01
 STEPS = 120  # random steps in the invariant test
 VALIDATE = torch.distributions.Distribution._validate_args
 
-
-class PlainPrecond(Preconditioner):
-    """Default apply_step (theta += step); curvature is never used by the guard."""
-
-    def update(self, obs: torch.Tensor) -> None:
-        pass
-
-    def solve(self, g: torch.Tensor) -> torch.Tensor:
-        return g
-
-    def quad(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ v
 
 
 class AdamPrecond(PlainPrecond):

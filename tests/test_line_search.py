@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from oracles import PlainPrecond
 from torch.distributions import kl_divergence
 
 from kfcpo.data.batch import Batch
@@ -15,23 +16,10 @@ from kfcpo.flat import get_flat, set_flat
 from kfcpo.guard.base import PolicyMover, Proposal
 from kfcpo.guard.line_search import LineSearch
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
 
 OBS, ACT, N = 5, 2, 64
 DELTA, DECAY, STEPS = 0.01, 0.8, 15
 
-
-class PlainPrecond(Preconditioner):
-    """theta += step (the default apply_step); curvature unused by the guard."""
-
-    def update(self, obs: torch.Tensor) -> None:
-        pass
-
-    def solve(self, g: torch.Tensor) -> torch.Tensor:
-        return g
-
-    def quad(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ v
 
 
 def setup(seed: int = 0) -> tuple[GaussianActor, PolicyMover, Batch]:

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from oracles import MatrixPrecond
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.margin import MarginBlender
-from kfcpo.precond.base import Preconditioner
 
 D = 25.0  # cost limit
 LAM = 0.7
@@ -19,22 +19,6 @@ DIM = 6
 def sig(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
-
-class MatrixPrecond(Preconditioner):
-    """F = M exactly: solve(g) = M^-1 g, quad(v) = v^T M v. No policy is touched."""
-
-    def __init__(self, m: torch.Tensor) -> None:
-        super().__init__(actor=None)  # type: ignore[arg-type]
-        self.m = m
-
-    def update(self, obs: torch.Tensor) -> None:
-        pass
-
-    def solve(self, g: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.solve(self.m, g)
-
-    def quad(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ self.m @ v
 
 
 def identity_precond(n: int = DIM) -> MatrixPrecond:

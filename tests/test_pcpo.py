@@ -7,32 +7,16 @@ import math
 
 import pytest
 import torch
+from oracles import MatrixPrecond
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.pcpo import PCPOBlender
-from kfcpo.precond.base import Preconditioner
 
 DIM = 6
 DELTA = 0.01
 LIMIT = 25.0
 SEEDS = range(5)
 
-
-class MatrixPrecond(Preconditioner):
-    """F = M exactly (solve = M^-1 g, quad = v^T M v); no policy."""
-
-    def __init__(self, m: torch.Tensor) -> None:
-        super().__init__(actor=None)  # type: ignore[arg-type]
-        self.m = m
-
-    def update(self, obs: torch.Tensor) -> None:
-        pass
-
-    def solve(self, g: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.solve(self.m, g)
-
-    def quad(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ self.m @ v
 
 
 def problem(seed: int) -> tuple[MatrixPrecond, torch.Tensor, torch.Tensor]:
