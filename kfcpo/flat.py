@@ -32,10 +32,13 @@ def set_flat(module: nn.Module, flat: torch.Tensor) -> None:
 def flat_grad(
     output: torch.Tensor,
     params: Iterable[nn.Parameter],
-    retain_graph: bool = False,
+    retain_graph: bool | None = None,
     create_graph: bool = False,
 ) -> torch.Tensor:
-    """d output / d params as one vector (zeros for parameters output does not touch)."""
+    """d output / d params as one vector (zeros for parameters output does not touch).
+
+    `retain_graph=None` is torch's own default (= create_graph), which keeps the graph
+    alive for double backprop."""
     params = list(params)
     grads = torch.autograd.grad(
         output, params, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
