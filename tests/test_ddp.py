@@ -86,7 +86,7 @@ def test_two_rank_update_equals_one_rank_update_over_the_union(name, tmp_path) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["kfcpo"])
+@pytest.mark.parametrize("algorithm", ["kfcpo", "cpo"])
 def test_ranks_hold_identical_parameters_after_every_update(algorithm, tmp_path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "kfcpo.cli", "fit", "--config", str(ROOT / "conf" / "goal.yaml"),
