@@ -7,8 +7,7 @@ checked against definitions rather than against a second copy of the same trick.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,21 +17,14 @@ from torch.func import functional_call, hessian, jacrev, vmap
 from kfcpo.flat import get_flat, params_of
 from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
+from kfcpo.precond.kfac import one_thread
 
 # Fisher information of log sigma for a univariate Gaussian.
 LOG_STD_FISHER = 2.0
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Tiny float64 problems run faster on one thread, and on a loaded machine a second
-    OpenMP thread makes every small matmul wait for a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# Tiny float64 problems run faster on one thread; the same helper K-FAC uses.
+single_thread = one_thread
 
 
 def make_actor(

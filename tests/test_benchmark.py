@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import io
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from tool_scripts import load_tool
 
 from kfcpo.cli import main as kfcpo
 
@@ -24,16 +23,7 @@ TINY = ["env.num_envs=1", "env.vector=sync", "update_iters=1", "model.critic_ite
 EPOCH = 500  # env steps per epoch; the benchmark's budget is two epochs
 
 
-def _load_benchmark():
-    # tools/ is a folder of scripts, not a package: load benchmark.py by path.
-    spec = importlib.util.spec_from_file_location("kfcpo_tools_benchmark", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_benchmark()
+benchmark = load_tool("benchmark")
 
 
 @dataclass

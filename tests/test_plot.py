@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import yaml
+from tool_scripts import load_tool
 
 from kfcpo.cli import main as kfcpo
 
@@ -28,16 +27,7 @@ TINY = [
 ]
 
 
-def _load_plot():
-    # tools/ is a folder of scripts, not a package: load plot.py by path.
-    spec = importlib.util.spec_from_file_location("kfcpo_tools_plot", ROOT / "tools" / "plot.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-plot = _load_plot()
+plot = load_tool("plot")
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def _sym_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Run the factor-sized work (EMA, eigh, solves; matrices of at most ~260^2) on one
     thread. It gains nothing from a second one, and when the cores are shared (other
     processes, rollout workers) every parallel region waits for a descheduled thread:
@@ -182,11 +182,11 @@ class KFAC(Preconditioner):
             batch = self._batch_factors(obs)
             if batch is None:
                 return self._skip()
-            with _one_thread():
+            with one_thread():
                 ema, refreshes = self._fold(batch), refreshes + 1
         eigen = self._eigen
         if invert and ema is not None:
-            with _one_thread():
+            with one_thread():
                 eigen = self._decompose(ema, refreshes)
             if eigen is None:
                 return self._skip()
@@ -197,7 +197,7 @@ class KFAC(Preconditioner):
 
     def solve(self, g: torch.Tensor) -> torch.Tensor:
         """(F + damping I)^-1 g under the Kronecker approximation."""
-        with _one_thread():
+        with one_thread():
             return self._apply(g, lambda e: 1.0 / (e + self.damping))
 
     def quad(self, v: torch.Tensor) -> torch.Tensor:
@@ -217,7 +217,7 @@ class KFAC(Preconditioner):
             obs = self._quad_obs.to(weight.device, weight.dtype)
             return exact_quad(self.actor, obs, v.detach()).to(v.dtype)
         v = v.detach()
-        with _one_thread():
+        with one_thread():
             total = self._kronecker_mean_quad(v)
         if self.log_std_at is not None:
             total = total + LOG_STD_FISHER * self._log_std(v).square().sum()
@@ -282,7 +282,7 @@ class KFAC(Preconditioner):
         """This batch's (A_l, G_l), averaged over ranks; None when any is non-finite."""
         n = obs.shape[0]
         sums, count = self._batch_sums(obs)
-        with _one_thread():  # from here on the work is factor-sized, independent of N
+        with one_thread():  # from here on the work is factor-sized, independent of N
             stats = []
             for layer, (aa, a_sum, dd) in zip(self.layers, sums, strict=True):
                 stats += [
