@@ -51,6 +51,10 @@ def _print_registry(family: str | None) -> None:
                     f"{k}={v['name']}" for k, v in entry.config.items() if isinstance(v, dict) and "name" in v
                 ]
                 print(f"  {'':<14} composition: {', '.join(parts)}")
+            if entry.traits:
+                print(f"  {'':<14} traits: {', '.join(entry.traits)}")
+            for rule in entry.excludes:
+                print(f"  {'':<14} not with: {' + '.join(rule.traits)} ({rule.why})")
 
 
 def main(argv: list[str] | None = None) -> int:

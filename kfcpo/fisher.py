@@ -26,6 +26,8 @@ def exact_quad(actor: GaussianActor, obs: torch.Tensor, v: torch.Tensor) -> torc
         p = params[n]
         tangents[n] = v[offset : offset + p.numel()].view_as(p).to(p.dtype)
         offset += p.numel()
+    if offset != v.numel():
+        raise ValueError(f"exact_quad: v has {v.numel()} entries, the actor's trainable parameters {offset}")
     mean_names = [n for n in names if n.startswith("mean_net.")]
 
     def mean_fn(*mean_params: torch.Tensor) -> torch.Tensor:
@@ -35,4 +37,6 @@ def exact_quad(actor: GaussianActor, obs: torch.Tensor, v: torch.Tensor) -> torc
     _, jv = jvp(mean_fn, tuple(params[n] for n in mean_names), tuple(tangents[n] for n in mean_names))
     inv_var = torch.exp(-2.0 * actor.log_std.detach())
     mean_part = all_mean((jv.square() * inv_var).sum(-1).mean())
+    if "log_std" not in tangents:  # a frozen log-std contributes no direction
+        return mean_part
     return mean_part + LOG_STD_FISHER * tangents["log_std"].square().sum()

@@ -8,6 +8,7 @@ import oracles
 import pytest
 import torch
 
+from kfcpo.fisher import exact_quad
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.precond.kfac import KFAC
 
@@ -264,3 +265,14 @@ def test_exact_quad_mode_is_the_dense_fisher_form() -> None:
     moved = float(v @ oracles.dense_fisher(actor, obs) @ v)
     assert abs(moved - dense) > 1e-3 * dense
     assert abs(float(pre.quad(v)) - moved) < 1e-10 * moved
+
+
+def test_exact_quad_with_a_frozen_log_std_is_the_mean_fisher_form() -> None:
+    actor = deep()
+    actor.log_std.requires_grad_(False)
+    obs = states(40, 5, seed=31)
+    v = torch.randn(numel(actor), dtype=torch.float64, generator=torch.Generator().manual_seed(32))
+    hessian = oracles.kl_hessian_fisher(actor, obs)  # over the trainable parameters only
+    assert abs(float(exact_quad(actor, obs, v)) - float(v @ hessian @ v)) < 1e-10 * float(v @ hessian @ v)
+    with pytest.raises(ValueError, match="trainable parameters"):
+        exact_quad(actor, obs, torch.cat([v, v[:1]]))

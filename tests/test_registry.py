@@ -34,6 +34,15 @@ def test_registry_command_lists_every_entry(capsys, catalogue) -> None:
             entry = catalogue.get(family, name)
             assert f"  {name}" in out and entry.description in out
     assert "defaults: lr=0.0003, max_grad_norm=40.0" in out
+    # The composition rules validation applies are visible to the user too.
+    for family in FAMILIES:
+        for name in catalogue.names(family):
+            entry = catalogue.get(family, name)
+            if entry.traits:
+                assert f"traits: {', '.join(entry.traits)}" in out, (family, name)
+            for rule in entry.excludes:
+                assert f"not with: {' + '.join(rule.traits)} ({rule.why})" in out, (family, name)
+    assert "traits: optimizer_step" in out and "not with: single_step" in out
 
 
 def test_extra_catalogue_folder_adds_components(tmp_path) -> None:

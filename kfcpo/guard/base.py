@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Distribution, Normal, kl_divergence
 
 from kfcpo.data.batch import Batch
-from kfcpo.dist import all_mean
+from kfcpo.dist import all_mean, all_sum
 from kfcpo.flat import get_flat, set_flat
 from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
@@ -22,6 +23,28 @@ def mean_kl(actor: GaussianActor, obs: torch.Tensor, old: Normal) -> float:
     with torch.no_grad():
         kl = kl_divergence(actor.distribution(obs), old).sum(-1).mean()
     return float(all_mean(kl))
+
+
+def any_nonfinite(tensors: list[torch.Tensor]) -> bool:
+    """True when any tensor on *any* rank holds inf/NaN, so all ranks decide alike."""
+    bad = torch.stack([~torch.isfinite(t).all() for t in tensors]).any().float()
+    return bool(all_sum(bad) > 0)
+
+
+@contextmanager
+def nan_tolerant_distributions() -> Iterator[None]:
+    """Let a NaN policy output give a NaN KL instead of raising.
+
+    torch validates distribution arguments by default, so Normal(NaN, ...) raises
+    ValueError. Raised on one rank only, that would skip the all-reduce inside mean_kl and
+    hang the others; a NaN KL is instead reduced and rolled back on every rank alike.
+    """
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 class PolicyMover:

@@ -9,38 +9,12 @@ measured KL above eps_KL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
-from torch.distributions import Distribution
 
 from kfcpo.data.batch import Batch
-from kfcpo.dist import all_sum
 from kfcpo.flat import params_of
-from kfcpo.guard.base import Guard, PolicyMover, mean_kl
-
-
-def _any_nonfinite(tensors: list[torch.Tensor]) -> bool:
-    """True when any tensor on *any* rank holds inf/NaN, so all ranks decide alike."""
-    bad = torch.stack([~torch.isfinite(t).all() for t in tensors]).any().float()
-    return bool(all_sum(bad) > 0)
-
-
-@contextmanager
-def _nan_tolerant_distributions() -> Iterator[None]:
-    """Let a NaN policy output give a NaN KL instead of raising.
-
-    torch validates distribution arguments by default, so Normal(NaN, ...) raises
-    ValueError. Raised on one rank only, that would skip the all-reduce inside mean_kl and
-    hang the others; a NaN KL is instead reduced and rolled back on every rank alike.
-    """
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
+from kfcpo.guard.base import Guard, PolicyMover, any_nonfinite, mean_kl, nan_tolerant_distributions
 
 
 class KLRollback(Guard):
@@ -81,15 +55,15 @@ class KLRollback(Guard):
     def commit(self, mover: PolicyMover, step: torch.Tensor, mb: Batch) -> bool:
         self._proposed += 1
         # A non-finite step is refused before it touches anything: nothing to restore.
-        if _any_nonfinite([step]):
+        if any_nonfinite([step]):
             self._nonfinite += 1
             return False
         snap = mover.snapshot()
         old = mover.old_distribution(mb.obs)
         mover.apply(step)
-        with _nan_tolerant_distributions():
+        with nan_tolerant_distributions():
             kl = mean_kl(mover.actor, mb.obs, old)  # already averaged over ranks
-        nonfinite = not math.isfinite(kl) or _any_nonfinite(params_of(mover.actor))
+        nonfinite = not math.isfinite(kl) or any_nonfinite(params_of(mover.actor))
         if nonfinite or kl > self.target_kl:
             mover.restore(snap)
             self._nonfinite += int(nonfinite)

@@ -22,11 +22,14 @@ import torch
 
 from kfcpo.data.batch import Batch
 from kfcpo.flat import params_of
-from kfcpo.guard.base import Guard, PolicyMover, Proposal, mean_kl
-
-# Shared with the minibatch rollback guard: a NaN KL must be reduced on every rank, not
-# raised on one, and a non-finite step or parameter must be seen by all ranks alike.
-from kfcpo.guard.kl_rollback import _any_nonfinite, _nan_tolerant_distributions
+from kfcpo.guard.base import (
+    Guard,
+    PolicyMover,
+    Proposal,
+    any_nonfinite,
+    mean_kl,
+    nan_tolerant_distributions,
+)
 
 METRIC_KEYS = ("ls_step_frac", "ls_backtracks", "kl_step", "ls_improve", "ls_expected_improve")
 
@@ -73,14 +76,14 @@ class LineSearch(Guard):
 
     def _search(self, mover: PolicyMover, step: torch.Tensor, mb: Batch, proposal: Proposal | None) -> bool:
         self._proposed += 1
-        if _any_nonfinite([step]):  # refused before anything moves: nothing to restore
+        if any_nonfinite([step]):  # refused before anything moves: nothing to restore
             return False
         snap = mover.snapshot()
         old = mover.old_distribution(mb.obs)
         before = proposal.objectives_before() if proposal is not None else None
         for tried, frac in enumerate(self.fractions()):
             mover.apply(frac * step)
-            with _nan_tolerant_distributions():
+            with nan_tolerant_distributions():
                 kl = mean_kl(mover.actor, mb.obs, old)
                 verdict = self._admissible(mover, kl, proposal, before)
             if verdict is not None:
@@ -98,7 +101,7 @@ class LineSearch(Guard):
     ) -> float | None:
         """The measured rise of L_r (0.0 without a proposal) if the current parameters are
         admissible, else None. The KL is checked first: the surrogates cost a forward pass."""
-        if not (math.isfinite(kl) and kl <= self.target_kl) or _any_nonfinite(params_of(mover.actor)):
+        if not (math.isfinite(kl) and kl <= self.target_kl) or any_nonfinite(params_of(mover.actor)):
             return None
         if proposal is None or before is None:
             return 0.0
