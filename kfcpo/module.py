@@ -7,6 +7,7 @@ guard (kfcpo.update). The dataset collects with the live policy, so it is built 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,8 @@ class SafeRLModule(pl.LightningModule):
         )
         self.env_steps = 0
         self.updates = 0  # policy version: how many updates the policy has had
-        self.episode_means = {"ep_ret": 0.0, "ep_cost": 0.0, "ep_len": 0.0}
+        # NaN until an episode finishes: logged as a gap, not as a fake 0 return and cost.
+        self.episode_means = {"ep_ret": math.nan, "ep_cost": math.nan, "ep_len": math.nan}
         self.collector: RolloutCollector | None = None
         self.shuffle = torch.Generator().manual_seed(int(cfg.seed))
 
@@ -156,9 +158,12 @@ class SafeRLModule(pl.LightningModule):
     def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         stats = self._episode_stats(rollout)
         batch = rollout.batch
+        # Before any episode has finished there is no Jc estimate: treat it as 0 (feasible),
+        # the same start a Lagrange multiplier or margin weight would have.
+        ep_cost = 0.0 if math.isnan(stats["ep_cost"]) else stats["ep_cost"]
         metrics = policy_update(
             self.actor, batch, self.precond, self.blender, self.guard,
-            stats["ep_cost"], float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
+            ep_cost, float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
         )
         self.updates += 1
         self._count_update_as_lightning_step()

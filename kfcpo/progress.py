@@ -3,6 +3,7 @@ return, cost, KL and steps/s; Lightning's own per-batch bar would show "1/1" for
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -69,10 +70,10 @@ class EnvStepProgressBar(ProgressBar):
             self._task,
             completed=int(m.get("env_steps", 0)),
             epoch=trainer.current_epoch + 1,
-            ret=f"{m.get('ep_ret', float('nan')):.2f}",
-            cost=f"{m.get('ep_cost', float('nan')):.2f}",
-            kl=f"{m.get('kl', float('nan')):.4f}",
-            sps=f"{m.get('steps_per_s', float('nan')):,.0f}",
+            ret=_shown(m.get("ep_ret"), ".2f"),
+            cost=_shown(m.get("ep_cost"), ".2f"),
+            kl=_shown(m.get("kl"), ".4f"),
+            sps=_shown(m.get("steps_per_s"), ",.0f"),
         )
         self._pending = 0
 
@@ -80,3 +81,8 @@ class EnvStepProgressBar(ProgressBar):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A metric for the bar; "-" until it exists (no episode has finished yet)."""
+    return "-" if value is None or math.isnan(float(value)) else format(float(value), spec)

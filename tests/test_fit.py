@@ -1,6 +1,7 @@
 """`kfcpo fit` end to end on a real Safety Gymnasium task with a real Lightning Trainer."""
 
 import csv
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -38,6 +39,10 @@ def test_fit_writes_metrics_and_checkpoints_then_resumes(tmp_path, capsys) -> No
     assert [float(r["env_steps"]) for r in rows] == [500.0, 1000.0]
     for key in ("ep_ret", "ep_cost", "ep_len", "kl", "steps_per_s", "update_s"):
         assert all(r[key] != "" for r in rows), key
+    # PointGoal1 episodes last 1000 steps: none finished in epoch 0, so no made-up 0 is logged.
+    assert [float(r["episodes"]) for r in rows] == [0.0, 1.0]
+    assert math.isnan(float(rows[0]["ep_ret"])) and math.isnan(float(rows[0]["ep_cost"]))
+    assert float(rows[1]["ep_len"]) == 1000.0 and math.isfinite(float(rows[1]["ep_ret"]))
     assert float(rows[-1]["kl"]) > 0  # the policy moved
     assert (run / "config.yaml").is_file()
     last = run / "checkpoints" / "last.ckpt"
