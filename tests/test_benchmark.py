@@ -160,6 +160,23 @@ def test_failed_run_is_reported_and_the_rest_tabled(bench: Bench, tmp_path: Path
     assert (tmp_path / "out" / "curves.png").is_file()
 
 
+@pytest.mark.slow
+def test_report_tables_complete_runs_and_starts_none(bench: Bench, tmp_path: Path) -> None:
+    shutil.copytree(bench.root / "runs", tmp_path / "runs")
+    before = mtimes(tmp_path)
+    args = bench_args(tmp_path, ["0", "1", "2"])
+    args[1:2] = ["ppo_lag", "kfcpo"]
+    result = invoke([*args, "--report"])
+    assert result.code == 0, result.err
+    assert "start " not in result.out and "resume " not in result.out
+    assert f"missing {ENV}/ppo_lag/seed2 (0 of 1000 steps)" in result.out
+    assert f"missing {ENV}/kfcpo/seed0 (0 of 1000 steps)" in result.out
+    assert mtimes(tmp_path) == before and not (tmp_path / "runs" / ENV / "kfcpo").exists()
+    rows = table_rows(tmp_path / "out" / "results.md")[2:]
+    assert [(r[1], r[4]) for r in rows] == [("ppo_lag", "2"), ("kfcpo", "0")]
+    assert (tmp_path / "out" / "curves.png").is_file()
+
+
 def test_a_key_the_tool_sets_is_refused(tmp_path: Path) -> None:
     result = invoke([*bench_args(tmp_path, ["0"]), "seed=3"])
     assert result.code == benchmark.EXIT_CONFIG

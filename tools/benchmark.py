@@ -3,7 +3,7 @@
 Usage: python tools/benchmark.py --algorithms ppo_lag kfcpo [--envs SafetyPointGoal1-v0 ...]
            [--seeds 0 1 2] --total-steps 300000 [--steps-per-epoch N] [--num-envs N]
            [--jobs J] [--config FILE] [--out docs/results] [--runs-dir runs/benchmark]
-           [key=value ...]
+           [--report] [key=value ...]
 
 Each run is `python -m kfcpo.cli fit` in its own process, in RUNS_DIR/<env>/<algorithm>/seed<k>,
 with wandb off (a `logger.wandb.mode=...` override turns it back on) and its output in
@@ -13,7 +13,8 @@ metrics.csv reached the budget is skipped; one with `checkpoints/last.ckpt` shor
 resumed from there, its earlier metrics rows kept; any other is started afresh. A failed
 run is reported (exit code, end of its log) and makes the exit code 1; the table is still
 written for the other runs. Run folders are keyed by env, algorithm and seed only: use
-another --runs-dir when changing any other setting.
+another --runs-dir when changing any other setting. With --report nothing is started: the
+table and curves are written from the runs already complete (e.g. while a grid still runs).
 
 OUT/results.md: per (env, algorithm), final return and cost as mean ± std over seeds, where
 a run's final value is its mean over the last 10% of its epochs, and whether the mean final
@@ -112,6 +113,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--config", "-c", help="experiment YAML under every run (default: presets only)")
     parser.add_argument("--out", default="docs/results", help="folder for results.md and curves.png")
     parser.add_argument("--runs-dir", default="runs/benchmark", help="folder of the run folders")
+    parser.add_argument("--report", action="store_true",
+                        help="start no run; table and curves from the runs already complete")
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
     return args
@@ -243,6 +246,15 @@ def execute(cmd: list[str], spec: RunSpec, resume: Path | None) -> int:
     return code
 
 
+def report_missing(args: argparse.Namespace, specs: Sequence[RunSpec]) -> list[Failure]:
+    """--report: name the runs left out of the table (none is started); no failures."""
+    for spec in specs:
+        if not is_complete(spec.dir, args.total_steps):
+            reached = reached_steps(spec.dir)
+            print(f"  missing {spec.name} ({reached:.0f} of {args.total_steps} steps)", flush=True)
+    return []
+
+
 def run_grid(args: argparse.Namespace, specs: Sequence[RunSpec], jobs: int) -> list[Failure]:
     """Skip, resume or start each run, `jobs` at a time; the runs that failed."""
     todo: list[tuple[RunSpec, Path | None]] = []
@@ -347,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     specs = grid(args)
     print(f"{PROG}: {len(specs)} runs, up to {jobs} at a time, in {args.runs_dir}", flush=True)
-    failures = run_grid(args, specs, jobs)
+    failures = report_missing(args, specs) if args.report else run_grid(args, specs, jobs)
     try:
         written = write_results(args, specs, shlex.join(["python", PROG, *argv]))
     except PlotError as err:
