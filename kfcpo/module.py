@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from kfcpo.adam import adam
 from kfcpo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -141,7 +143,7 @@ class SafeRLModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [*self.critic_r.parameters(), *self.critic_c.parameters()]
-        return torch.optim.Adam(params, lr=self.cfg.model.critic_lr)
+        return adam(params, lr=self.cfg.model.critic_lr)
 
     # --------------------------------------------------------------- update
     def _episode_stats(self, rollout: Rollout) -> dict[str, float]:
@@ -169,10 +171,13 @@ class SafeRLModule(pl.LightningModule):
         self._count_update_as_lightning_step()
         optimizer = self.optimizers().optimizer
         critics = [(self.critic_r, batch.ret_r), (self.critic_c, batch.ret_c)]
+        start = time.perf_counter()
         metrics["critic_loss"] = critic_update(critics, batch.obs, optimizer, self.update_cfg, self.shuffle)
+        metrics["critic_s"] = time.perf_counter() - start
         if self.cfg.check_sync:
             assert_same_on_ranks(dict(self.named_parameters()))
-        epoch_s = rollout.stats.rollout_s + metrics["update_s"]
+        # The whole epoch's work: rollout, policy update (update_s) and critic regression.
+        epoch_s = rollout.stats.rollout_s + metrics["update_s"] + metrics["critic_s"]
         metrics.update(stats)
         metrics.update(
             env_steps=float(self.env_steps),

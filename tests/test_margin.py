@@ -14,6 +14,7 @@ from kfcpo.blend.margin import MarginBlender
 D = 25.0  # cost limit
 LAM = 0.7
 DIM = 6
+INNER = ("euclidean", "fisher")
 
 
 def sig(z: float) -> float:
@@ -28,6 +29,14 @@ def identity_precond(n: int = DIM) -> MatrixPrecond:
 def spd_precond(n: int = DIM, seed: int = 0) -> MatrixPrecond:
     a = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     return MatrixPrecond(a @ a.T + 0.5 * torch.eye(n, dtype=torch.float64))
+
+
+def ill_conditioned_precond(n: int = DIM, seed: int = 0, cond: float = 1e3) -> MatrixPrecond:
+    """A random rotation of eigenvalues 1 .. cond (policy Fishers are far worse conditioned)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=gen))
+    eigenvalues = torch.logspace(0.0, math.log10(cond), n, dtype=torch.float64)
+    return MatrixPrecond(q @ torch.diag(eigenvalues) @ q.T)
 
 
 PRECONDS = [pytest.param(identity_precond, id="identity"), pytest.param(spd_precond, id="spd")]
@@ -135,7 +144,7 @@ def test_no_projection_without_conflict_equals_plain_blend() -> None:
     assert torch.dot(u_r, u_c) > 0
     for mode in ("cost", "reward", "both", "none"):
         b = MarginBlender(project=mode)
-        r, c, projected = b.project_directions(u_r, u_c)
+        r, c, projected = b.project_directions(u_r, u_c, u_r, u_c)
         assert not projected and torch.equal(r, u_r) and torch.equal(c, u_c)
         step = b.blend(Directions(u_r, 1e-3 * u_r, -u_c, -1e-3 * u_c, D, D), p)
         w = b.cost_weight(D, D)  # its value is tested above; here: no projection at all
@@ -146,7 +155,7 @@ def test_no_projection_without_conflict_equals_plain_blend() -> None:
 @pytest.mark.parametrize("mode", ["cost", "reward", "both", "none"])
 def test_projection_modes(mode: str) -> None:
     u_r, u_c = conflicting(seed=3)
-    r, c, projected = MarginBlender(project=mode).project_directions(u_r, u_c)
+    r, c, projected = MarginBlender(project=mode).project_directions(u_r, u_c, u_r, u_c)
     assert projected == (mode != "none")
     tol = 1e-12 * float(u_r.norm() * u_c.norm())
     if mode in ("cost", "both"):
@@ -157,6 +166,54 @@ def test_projection_modes(mode: str) -> None:
         assert abs(float(torch.dot(r, u_c))) < tol  # against the *original* u_c
     else:
         assert torch.equal(r, u_r)
+
+
+def projected_cost_step(inner: str, p: MatrixPrecond, g_r: torch.Tensor, g_c: torch.Tensor) -> torch.Tensor:
+    """u_c' from blend() at w_c = 1 (Jc far above the limit: the step is nu u_c' alone)."""
+    b = MarginBlender(inner=inner, target_kl=1e6)  # nu = 1: the step is the direction itself
+    step = b.blend(directions(p, g_r, g_c, jc=100 * D), p)
+    assert b.metrics()["w_c"] == pytest.approx(1.0, abs=1e-12)
+    return step
+
+
+def test_fisher_projection_is_reward_neutral_and_never_raises_cost() -> None:
+    """In the Fisher metric the projected cost step has g_r . u = 0 and g_c . u <= 0 on
+    every conflicting draw; the Euclidean projection of the same natural directions raises
+    the cost to first order on some of them (why `inner: fisher` exists)."""
+    fisher_checked, euclidean_raised = 0, 0
+    for seed in range(200):
+        p = ill_conditioned_precond(seed=seed)
+        gen = torch.Generator().manual_seed(1000 + seed)
+        g_r, g_c = (torch.randn(DIM, dtype=torch.float64, generator=gen) for _ in range(2))
+        if not float(g_r @ p.solve(g_c)) > 0:  # conflict in the Fisher metric: -x_c lowers reward
+            continue
+        u = projected_cost_step("fisher", p, g_r, g_c)
+        scale = float(u.norm() * (g_r.norm() + g_c.norm()))
+        assert abs(float(g_r @ u)) < 1e-10 * scale
+        assert float(g_c @ u) <= 1e-10 * scale
+        assert float(g_c @ u) == pytest.approx(-float(u @ p.m @ u), rel=1e-9)  # -||u||_F^2
+        fisher_checked += 1
+        euclidean = projected_cost_step("euclidean", p, g_r, g_c)
+        euclidean_raised += float(g_c @ euclidean) > 1e-10 * scale
+    assert fisher_checked > 50 and euclidean_raised > 0
+
+
+def test_fisher_cosine_and_identity_metric_agree_with_euclidean() -> None:
+    p = identity_precond()  # F = I: both inner products are the same
+    u_r, u_c = conflicting(seed=4)
+    steps, cosines = [], []
+    for inner in INNER:
+        b = MarginBlender(inner=inner)
+        steps.append(b.blend(Directions(u_r, 1e-3 * u_r, -u_c, -1e-3 * u_c, D, D), p))
+        cosines.append(b.metrics()["cos_rc"])
+    torch.testing.assert_close(steps[0], steps[1], rtol=1e-12, atol=0.0)
+    assert cosines[0] == pytest.approx(cosines[1], rel=1e-12) and cosines[0] < 0
+    q = spd_precond(seed=5)  # F != I: cos_rc is <x_r, -x_c>_F / (||x_r||_F ||x_c||_F)
+    g_r, g_c = q.m @ u_r, q.m @ -u_c
+    b = MarginBlender(inner="fisher")
+    b.blend(directions(q, g_r, g_c, jc=D), q)
+    expected = float(-(g_r @ q.solve(g_c)) / torch.sqrt((g_r @ q.solve(g_r)) * (g_c @ q.solve(g_c))))
+    assert b.metrics()["cos_rc"] == pytest.approx(expected, rel=1e-9)
 
 
 # -- trust-region scaling --------------------------------------------------------------
@@ -230,6 +287,7 @@ def test_nonfinite_direction_gives_zero_step_not_nan() -> None:
         ({"margin": -0.1}, "margin"),
         ({"normalize": "yes"}, "normalize"),
         ({"project": "orthogonal"}, "project"),
+        ({"inner": "riemann"}, "inner"),
         ({"target_kl": 0.0}, "target_kl"),
         ({"target_kl": float("nan")}, "target_kl"),
     ],

@@ -3,8 +3,14 @@
 u_r = x_r (reward ascent), u_c = -x_c (cost descent). When they conflict (<u_r, u_c> < 0)
 one is projected orthogonal to the other (`project`), then u = (1 - w_c) u_r + w_c u_c with
 w_c = sigmoid(k (Jc - lambda d) / d), and the step nu u is scaled into the quadratic trust
-region 0.5 u^T F u <= delta of the *blended* direction. Inner products are Euclidean, as the
-spec and the seed write them.
+region 0.5 u^T F u <= delta of the *blended* direction.
+
+Inner products (`inner`): "euclidean", as the spec and the seed write them, or "fisher",
+<a, b>_F = a^T F b, the metric the natural directions live in. It needs no extra curvature
+product: F u_r = g_r and F u_c = -g_c (the preconditioner's own F). Only in the Fisher metric
+is the projected cost step guaranteed to be reward-neutral (g_r . u_c' = 0) and not to
+raise the cost (g_c . u_c' = -||u_c'||_F^2 <= 0) to first order; the Euclidean projection of
+natural directions can raise it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from kfcpo.blend.base import Blender, Directions
 from kfcpo.precond.base import Preconditioner
 
 PROJECT_MODES = ("cost", "reward", "both", "none")
+INNER_PRODUCTS = ("euclidean", "fisher")
 # The quadratic KL model is KL ~= 0.5 * u^T F u; the factor 2 inverts the 0.5.
 KL_QUAD_FACTOR = 2.0
 # nu never enlarges a step: a direction already inside the trust region is taken as is.
@@ -35,12 +42,13 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.double().reshape(-1), b.double().reshape(-1)))
 
 
-def _reject(v: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
-    """v minus its component along `onto` (v unchanged when `onto` has no usable norm)."""
-    nn = _dot(onto, onto)
+def _reject(v: torch.Tensor, onto: torch.Tensor, metric_onto: torch.Tensor) -> torch.Tensor:
+    """v minus its component along `onto` in the metric M, given M onto (v unchanged when
+    `onto` has no usable norm)."""
+    nn = _dot(onto, metric_onto)
     if not (nn > 0.0 and math.isfinite(nn)):
         return v
-    return v - (_dot(v, onto) / nn) * onto
+    return v - (_dot(v, metric_onto) / nn) * onto
 
 
 class MarginBlender(Blender):
@@ -54,6 +62,8 @@ class MarginBlender(Blender):
         project: on conflict, "cost" projects u_c orthogonal to u_r (seed), "reward" u_r
             orthogonal to u_c, "both" each against the original other, "none" neither.
         target_kl: delta of the quadratic trust region 0.5 step^T F step <= delta.
+        inner: "euclidean" (spec) or "fisher" inner product for the conflict test, the
+            projection and cos_rc (module docstring).
 
     Degenerate cases, all without NaN:
         * d == 0 with `normalize`: the limit d -> 0+ of the normalized weight, i.e. w_c = 1
@@ -61,7 +71,7 @@ class MarginBlender(Blender):
         * quad(u) <= 0 or non-finite while u != 0, or u non-finite: the trust region cannot
           be measured, so no step is taken (nu = 0, zero step) rather than an unbounded one.
         * u == 0: zero step, nu = 1 (nothing to scale).
-        * cos_rc is 0 when either direction is zero (no angle; counts as no conflict).
+        * cos_rc (in the `inner` metric) is 0 when either direction is zero (no angle; counts as no conflict).
         * Jc NaN or d < 0 / non-finite: ValueError — upstream bug, not a state to blend from.
 
     `metrics()` returns the per-call means since the previous `metrics()` call and resets
@@ -75,6 +85,7 @@ class MarginBlender(Blender):
         normalize: bool = True,
         project: str = "cost",
         target_kl: float = 0.01,
+        inner: str = "euclidean",
     ) -> None:
         if not (isinstance(k, int | float) and math.isfinite(k) and k > 0):
             raise ValueError(f"k must be a finite number > 0, got {k!r}")
@@ -86,7 +97,10 @@ class MarginBlender(Blender):
             raise ValueError(f"project must be one of {', '.join(PROJECT_MODES)}; got {project!r}")
         if not (isinstance(target_kl, int | float) and math.isfinite(target_kl) and target_kl > 0):
             raise ValueError(f"target_kl must be a finite number > 0, got {target_kl!r}")
+        if inner not in INNER_PRODUCTS:
+            raise ValueError(f"inner must be one of {', '.join(INNER_PRODUCTS)}; got {inner!r}")
         self.k, self.margin, self.normalize = float(k), float(margin), normalize
+        self.inner = inner
         self.project, self.target_kl = project, float(target_kl)
         self._reset()
 
@@ -105,14 +119,21 @@ class MarginBlender(Blender):
         return _sigmoid(self.k * excess / cost_limit)
 
     def project_directions(
-        self, u_r: torch.Tensor, u_c: torch.Tensor
+        self, u_r: torch.Tensor, u_c: torch.Tensor, f_r: torch.Tensor, f_c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(u_r', u_c', projected): the conflict rule of `project`, against the originals."""
-        if self.project == "none" or not _dot(u_r, u_c) < 0.0:
+        """(u_r', u_c', projected): the conflict rule of `project`, against the originals.
+        f_r, f_c are the metric applied to u_r, u_c (themselves when Euclidean)."""
+        if self.project == "none" or not _dot(u_r, f_c) < 0.0:
             return u_r, u_c, False
-        new_r = _reject(u_r, u_c) if self.project in ("reward", "both") else u_r
-        new_c = _reject(u_c, u_r) if self.project in ("cost", "both") else u_c
+        new_r = _reject(u_r, u_c, f_c) if self.project in ("reward", "both") else u_r
+        new_c = _reject(u_c, u_r, f_r) if self.project in ("cost", "both") else u_c
         return new_r, new_c, True
+
+    def metric_images(self, d: Directions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M u_r, M u_c) for u_r = x_r, u_c = -x_c: M = I, or M = F where F x = g."""
+        if self.inner == "fisher":
+            return d.g_r, -d.g_c
+        return d.x_r, -d.x_c
 
     def step_size(self, u: torch.Tensor, precond: Preconditioner) -> float:
         """nu = min(1, sqrt(2 delta / quad(u))), 0 when the region cannot be measured."""
@@ -127,12 +148,13 @@ class MarginBlender(Blender):
 
     # -- the contract ------------------------------------------------------------------
     def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
-        if d.x_c is None:
-            raise ValueError("MarginBlender needs the cost direction x_c (got None)")
+        if d.x_c is None or d.g_c is None:
+            raise ValueError("MarginBlender needs the cost gradient g_c and direction x_c (got None)")
         u_r, u_c = d.x_r, -d.x_c
+        f_r, f_c = self.metric_images(d)
         w_c = self.cost_weight(d.ep_cost, d.cost_limit)
-        cos_rc = self._cos(u_r, u_c)
-        u_r, u_c, projected = self.project_directions(u_r, u_c)
+        cos_rc = self._cos(u_r, u_c, f_r, f_c)
+        u_r, u_c, projected = self.project_directions(u_r, u_c, f_r, f_c)
         u = (1.0 - w_c) * u_r + w_c * u_c
         nu = self.step_size(u, precond)
         self._record(w_c=w_c, nu=nu, projected_frac=float(projected), cos_rc=cos_rc)
@@ -146,11 +168,11 @@ class MarginBlender(Blender):
 
     # -- internals ---------------------------------------------------------------------
     @staticmethod
-    def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-        denom = math.sqrt(_dot(a, a) * _dot(b, b))
-        if not (denom > 0.0 and math.isfinite(denom)):
+    def _cos(a: torch.Tensor, b: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor) -> float:
+        norms = _dot(a, f_a) * _dot(b, f_b)
+        if not (norms > 0.0 and math.isfinite(norms)):
             return 0.0
-        return _dot(a, b) / denom
+        return _dot(a, f_b) / math.sqrt(norms)
 
     def _record(self, **values: float) -> None:
         self._calls += 1

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kfcpo.adam import adam
 from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
 
@@ -24,7 +25,7 @@ class Identity(Preconditioner):
         super().__init__(actor)
         self.max_grad_norm = max_grad_norm
         self.params = [p for p in actor.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.optimizer = adam(self.params, lr=lr)
 
     def update(self, obs: torch.Tensor) -> None:
         pass
