@@ -1,0 +1,29 @@
+"""tools/compare_projection.py on a real (tiny) PointGoal1 rollout: it measures, it commits nothing."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from tool_scripts import load_tool
+
+from kfcpo.blend.margin import INNER_PRODUCTS
+
+compare_projection = load_tool("compare_projection")
+
+
+def test_every_variant_is_measured_and_the_policy_is_left_as_it_was() -> None:
+    args = argparse.Namespace(checkpoint=None, env="SafetyPointGoal1-v0")
+    module = compare_projection.build_module(args, seed=0)
+    batch = compare_projection.collect(module, steps=300, num_envs=1, seed=0)
+    before = {k: v.clone() for k, v in module.actor.state_dict().items()}
+    rows = compare_projection.compare(module, batch, jc_units=[0.7, 2.0], seed=0)
+    assert set(rows) == {(inner, jc) for inner in INNER_PRODUCTS for jc in (0.7, 2.0)}
+    minibatches = -(-300 // int(module.cfg.minibatch_size))
+    for values in rows.values():
+        assert len(values) == minibatches
+        for projected, raised, d_c, _, kl in values:
+            assert projected in (0.0, 1.0) and raised == float(d_c > 0)
+            assert 0.0 < kl < 10 * float(module.cfg.blender.target_kl)  # a real, trust-region-sized step
+    after = module.actor.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
