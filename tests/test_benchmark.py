@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def test_results_table_and_curves(bench: Bench) -> None:
     text = (bench.root / "out" / "results.md").read_text()
     assert "Command: `python tools/benchmark.py --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
     assert "Date: " in text
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    expected = f"Code: git commit {head.stdout.strip()}" if head.returncode == 0 else "(not a git checkout)"
+    assert expected in text
 
     curves = bench.root / "out" / "curves.png"
     assert curves.stat().st_size > 10_000

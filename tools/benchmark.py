@@ -45,6 +45,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plot import PlotError, Run, cost_limits, group_runs, load_runs, plot_runs
 
+import kfcpo
 from kfcpo.config import ConfigError, load_config
 
 PROG = "tools/benchmark.py"
@@ -58,6 +59,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 # Keys the tool sets per run (the grid, the budget, the folder): not for overrides.
 CONTROLLED_KEYS = ("algorithm", "env.id", "seed", "total_steps", "out_dir", "resume")
+RUN_CODE = ("kfcpo", "registry", "conf")  # what a run executes, besides the orchestrator
 TABLE_HEADER = ("env", "algorithm", "final return", "final cost", "seeds", "cost limit met")
 
 
@@ -306,6 +308,22 @@ def table_row(env: str, algorithm: str, runs: Sequence[Run]) -> tuple[str, ...]:
     return (env, algorithm, mean_std(returns), mean_std(costs), str(len(runs)), met)
 
 
+def code_version() -> str:
+    """The git commit the runs' code comes from, flagged when kfcpo/, registry/ or conf/
+    differ from it (the orchestrator's own edits do not change a run)."""
+    root = Path(kfcpo.__file__).resolve().parents[1]
+
+    def git(*words: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *words], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return f"kfcpo from {root} (not a git checkout)"
+    changed = git("status", "--porcelain", "--", *RUN_CODE)
+    return f"git commit {commit}" + (" with uncommitted changes to " + ", ".join(RUN_CODE) if changed else "")
+
+
 def results_markdown(args: argparse.Namespace, runs: Sequence[Run], command: str) -> str:
     groups = group_runs(runs)
     rows = [
@@ -326,6 +344,8 @@ def results_markdown(args: argparse.Namespace, runs: Sequence[Run], command: str
         "![return and cost curves](curves.png)",
         "",
         f"Command: `{command}`",
+        "",
+        f"Code: {code_version()}",
         "",
         f"Date: {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
