@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from kfcpo.blend.base import Directions
 from kfcpo.blend.margin import INNER_PRODUCTS, MarginBlender
 from kfcpo.checkpoint import CHECKPOINT_KEY, read_checkpoint
-from kfcpo.config import load_config
+from kfcpo.config import ConfigError, load_config
 from kfcpo.data.batch import Batch
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import make_vector_env
@@ -42,8 +42,15 @@ def build_module(args: argparse.Namespace, seed: int) -> SafeRLModule:
     if args.checkpoint is None:
         overrides = ["algorithm=kfcpo", f"env.id={args.env}", "logger.wandb.mode=disabled"]
         return SafeRLModule(load_config(None, overrides)[0])
-    ckpt = read_checkpoint(args.checkpoint, key="--checkpoint")
-    module = SafeRLModule(OmegaConf.create(ckpt["hyper_parameters"]["config"]))
+    try:
+        ckpt = read_checkpoint(args.checkpoint, key="--checkpoint")
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
+    cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+    if cfg.blender.name != "margin":
+        raise SystemExit(f"--checkpoint: '{args.checkpoint}' was trained with blender '{cfg.blender.name}'; "
+                         "this tool compares the margin blender's projections (a kfcpo run)")
+    module = SafeRLModule(cfg)
     module.load_state_dict(ckpt["state_dict"])
     module.normalizer.load_state_dict(ckpt[CHECKPOINT_KEY]["normalizer"])
     return module
