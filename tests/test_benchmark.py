@@ -179,6 +179,9 @@ def test_report_tables_complete_runs_and_starts_none(bench: Bench, tmp_path: Pat
     assert mtimes(tmp_path) == before and not (tmp_path / "runs" / ENV / "kfcpo").exists()
     rows = table_rows(tmp_path / "out" / "results.md")[2:]
     assert [(r[1], r[4]) for r in rows] == [("ppo_lag", "2"), ("kfcpo", "0")]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "Command: `python tools/benchmark.py --algorithms ppo_lag kfcpo " in text
+    assert "--report" not in text
     assert (tmp_path / "out" / "curves.png").is_file()
 
 

@@ -381,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{PROG}: {len(specs)} runs, up to {jobs} at a time, in {args.runs_dir}", flush=True)
     failures = report_missing(args, specs) if args.report else run_grid(args, specs, jobs)
     try:
-        written = write_results(args, specs, shlex.join(["python", PROG, *argv]))
+        # The command that makes these runs (with --report it would only table them).
+        command = shlex.join(["python", PROG, *(a for a in argv if a != "--report")])
+        written = write_results(args, specs, command)
     except PlotError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_FAILED
