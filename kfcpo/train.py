@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.checkpoint import CHECKPOINTS_DIR, check_compatible, find_checkpoint, run_dir_of
 from kfcpo.ckpt_io import AtomicCheckpointIO
+from kfcpo.config import ConfigError
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
 
@@ -141,6 +142,16 @@ def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
     )
 
 
+def refuse_finished_run(out_dir: Path) -> None:
+    """A new run never writes over another run's metrics and checkpoints."""
+    held = [name for name in (METRICS_FILE, CHECKPOINTS_DIR) if (out_dir / name).exists()]
+    if held:
+        raise ConfigError(
+            f"out_dir: '{out_dir}' already holds a run ({', '.join(held)}); continue it with "
+            f"resume={out_dir}, or give a new out_dir"
+        )
+
+
 def fit(cfg: DictConfig) -> Path:
     """Train; returns the run folder (config.yaml, metrics.csv, checkpoints/).
 
@@ -158,6 +169,8 @@ def fit(cfg: DictConfig) -> Path:
         out_dir = run_dir_of(cfg.resume)
     else:
         out_dir = default_out_dir(cfg)
+    if not cfg.resume:
+        refuse_finished_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml")
     module = SafeRLModule(cfg)

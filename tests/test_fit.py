@@ -58,6 +58,18 @@ def test_fit_writes_metrics_and_checkpoints_then_resumes(tmp_path, capsys) -> No
     assert ckpt["kfcpo"]["updates"] == 3
 
 
+def test_a_new_run_never_writes_over_a_finished_one(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["fit", "--config", GOAL, *TINY, "total_steps=500", f"out_dir={run}"]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["fit", "--config", GOAL, *TINY, "total_steps=500", "seed=7", f"out_dir={run}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kfcpo: error: out_dir: '{run}' already holds a run (metrics.csv, checkpoints); "
+                   f"continue it with resume={run}, or give a new out_dir"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resume_from_another_config_is_refused(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     main(["fit", "--config", GOAL, *TINY, "total_steps=500", f"out_dir={run}"])
