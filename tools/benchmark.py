@@ -251,8 +251,8 @@ def execute(cmd: list[str], spec: RunSpec, resume: Path | None) -> int:
 def report_missing(args: argparse.Namespace, specs: Sequence[RunSpec]) -> list[Failure]:
     """--report: name the runs left out of the table (none is started); no failures."""
     for spec in specs:
-        if not is_complete(spec.dir, args.total_steps):
-            reached = reached_steps(spec.dir)
+        reached = reached_steps(spec.dir)  # one read of metrics.csv per run
+        if reached < args.total_steps:
             print(f"  missing {spec.name} ({reached:.0f} of {args.total_steps} steps)", flush=True)
     return []
 
@@ -378,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     specs = grid(args)
-    print(f"{PROG}: {len(specs)} runs, up to {jobs} at a time, in {args.runs_dir}", flush=True)
+    how = "report only, none started" if args.report else f"up to {jobs} at a time"
+    print(f"{PROG}: {len(specs)} runs, {how}, in {args.runs_dir}", flush=True)
     failures = report_missing(args, specs) if args.report else run_grid(args, specs, jobs)
     try:
         # The command that makes these runs (with --report it would only table them).
