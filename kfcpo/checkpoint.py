@@ -3,6 +3,7 @@ finding the checkpoint to resume a run folder from; bytes stored as tensors."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,19 @@ STRUCTURAL_KEYS = (
 )
 
 
+LAST_CHECKPOINT = f"last{CHECKPOINT_SUFFIX}"
+FILE_VALID = f"a checkpoint file, e.g. runs/<run>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"
+RESUME_VALID = f"a checkpoint file or a run folder holding {CHECKPOINTS_DIR}/*{CHECKPOINT_SUFFIX}"
+
+
 def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{key}: no such checkpoint file '{path}'")
+    if os.path.isdir(p):
+        last = p / CHECKPOINTS_DIR / LAST_CHECKPOINT
+        hint = f", e.g. '{last}'" if os.path.isfile(last) else ""
+        raise ConfigError(f"{key}: '{path}' is a folder; expected a checkpoint file{hint or ' (*.ckpt)'}")
+    if not os.path.isfile(p):
+        raise ConfigError(f"{key}: no such checkpoint file '{path}'; expected {FILE_VALID}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -53,7 +63,8 @@ def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = "resume")
         mine, theirs = OmegaConf.select(cfg, k), OmegaConf.select(saved, k)
         if mine != theirs:
             raise ConfigError(
-                f"{key}: checkpoint was trained with {k}={theirs}, this config has {k}={mine}"
+                f"{key}: checkpoint was trained with {k}={theirs}, this config has {k}={mine}; "
+                f"resume it with {k}={theirs}, or start a new run"
             )
 
 
@@ -66,17 +77,26 @@ def find_checkpoint(path: str | Path, key: str = "resume") -> tuple[Path, dict[s
     warning, so a run resumes from its last complete checkpoint.
     """
     p = Path(path)
-    if not p.is_dir():
+    if not os.path.lexists(p):
+        raise ConfigError(f"{key}: no such checkpoint file or run folder '{path}'; expected {RESUME_VALID}")
+    if not os.path.isdir(p):
         return p, read_checkpoint(p, key)
-    folder = p / CHECKPOINTS_DIR if (p / CHECKPOINTS_DIR).is_dir() else p
-    newest_first = sorted(folder.glob(f"*{CHECKPOINT_SUFFIX}"), key=lambda f: (f.stat().st_mtime_ns, f.name),
-                          reverse=True)
+    folder = p / CHECKPOINTS_DIR if os.path.isdir(p / CHECKPOINTS_DIR) else p
+    try:
+        found = [f for f in folder.glob(f"*{CHECKPOINT_SUFFIX}") if os.path.isfile(f)]
+        newest_first = sorted(found, key=lambda f: (f.stat().st_mtime_ns, f.name), reverse=True)
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read the folder '{folder}' ({err.strerror})") from None
+    if not newest_first:
+        raise ConfigError(
+            f"{key}: no checkpoint (*{CHECKPOINT_SUFFIX}) in '{folder}'; expected {RESUME_VALID}"
+        )
     for candidate in newest_first:
         try:
             return candidate, read_checkpoint(candidate, key)
         except ConfigError as err:
             warnings.warn(f"{err}; trying an older checkpoint", stacklevel=2)
-    raise ConfigError(f"{key}: no readable checkpoint in '{folder}'")
+    raise ConfigError(f"{key}: none of the {len(newest_first)} checkpoints in '{folder}' is readable")
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from kfcpo.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from kfcpo.config.errors import ConfigError
+from kfcpo.config.validate import check_file_path
 from kfcpo.envs import COST_KEY, ObsNormalizer, UnknownEnvError, make_env, space_dims
 from kfcpo.models import GaussianActor
 from kfcpo.video import VideoWriter, check_video_path
@@ -39,6 +40,7 @@ NAV_ENTRY_POINT = "safety_gymnasium.builder:Builder"
 NAV_CAMERA = "fixedfar"
 DEFAULT_FPS = 30
 KEY = "checkpoint"  # the name errors give the checkpoint argument
+VIDEO_VALID = "a .mp4 or .gif file path in a folder that exists or can be made"
 METRICS = (("ep_ret", "return"), ("ep_cost", "cost"), ("ep_len", "length"))
 
 
@@ -234,6 +236,8 @@ def evaluate(
             check_video_path(video)
         except ValueError as err:
             raise ConfigError(f"--video: {err}") from None
+        # Missing folders are made when the video is written; one that cannot be is refused now.
+        check_file_path(video, "--video", VIDEO_VALID)
     policy = load_policy(checkpoint)
     cfg = policy.config
     seed = int(cfg.seed) + EVAL_SEED_OFFSET if seed is None else seed

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from kfcpo.adam import adam
 from kfcpo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.data import Rollout, RolloutDataset
+from kfcpo.data.cost_window import EpisodeCostWindow
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
@@ -93,13 +94,12 @@ class SafeRLModule(pl.LightningModule):
             self.blender = catalogue.build("blender", *_component(cfg, "blender"))
             self.guard = catalogue.build("guard", *_component(cfg, "guard"))
         self.normalizer = ObsNormalizer((obs_dim,), enabled=cfg.env.normalize_obs, clip=cfg.env.obs_clip)
-        self.update_cfg = UpdateConfig(
-            cfg.update_iters, cfg.minibatch_size, cfg.model.critic_iters, cfg.model.critic_minibatch_size
-        )
+        self.update_cfg = UpdateConfig.from_config(cfg)
         self.env_steps = 0
         self.updates = 0  # policy version: how many updates the policy has had
         # NaN until an episode finishes: logged as a gap, not as a fake 0 return and cost.
         self.episode_means = {"ep_ret": math.nan, "ep_cost": math.nan, "ep_len": math.nan}
+        self.cost_window = EpisodeCostWindow(int(cfg.cost_window))
         self.collector: RolloutCollector | None = None
         self.shuffle = torch.Generator().manual_seed(int(cfg.seed))
 
@@ -121,7 +121,7 @@ class SafeRLModule(pl.LightningModule):
         np.random.seed(seed)
         random.seed(seed)
         envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=seed, vector=cfg.env.vector)
-        gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+        gae_cfg = GAEConfig.from_config(cfg)
         self.collector = RolloutCollector(
             envs, self.actor, self.critic_r, self.critic_c, self.normalizer,
             per_rank // cfg.env.num_envs, gae_cfg, seed,
@@ -155,14 +155,18 @@ class SafeRLModule(pl.LightningModule):
             for i, key in enumerate(("ep_ret", "ep_cost", "ep_len")):
                 self.episode_means[key] = float(sums[i]) / episodes
         self.env_steps += int(sums[4])
-        return {**self.episode_means, "episodes": float(episodes)}
+        for costs in gather_to_all(s.ep_costs):  # rank order: the same window on every rank
+            self.cost_window.extend(costs)
+        return {**self.episode_means, "episodes": float(episodes), "jc": self.cost_window.mean()}
 
     def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         stats = self._episode_stats(rollout)
         batch = rollout.batch
         # Before any episode has finished there is no Jc estimate: treat it as 0 (feasible),
         # the same start a Lagrange multiplier or margin weight would have.
-        ep_cost = 0.0 if math.isnan(stats["ep_cost"]) else stats["ep_cost"]
+        ep_cost = 0.0 if math.isnan(stats["jc"]) else stats["jc"]
+        # The budget done before this epoch: the first update sees 0.
+        self.precond.set_progress(self.updates * self.cfg.steps_per_epoch / self.cfg.total_steps)
         metrics = policy_update(
             self.actor, batch, self.precond, self.blender, self.guard,
             ep_cost, float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
@@ -238,6 +242,7 @@ class SafeRLModule(pl.LightningModule):
             "env_steps": self.env_steps,
             "updates": self.updates,
             "episode_means": dict(self.episode_means),
+            "cost_window": self.cost_window.state_dict(),
             "shuffle": self.shuffle.get_state(),
             # Lightning calls this hook on every rank and writes rank 0's dict: gather.
             "ranks": gather_to_all(self._rank_state()),
@@ -250,6 +255,8 @@ class SafeRLModule(pl.LightningModule):
         self.normalizer.load_state_dict(state["normalizer"])
         self.env_steps, self.updates = state["env_steps"], state["updates"]
         self.episode_means = dict(state["episode_means"])
+        if "cost_window" in state:  # older checkpoints: the window refills from the next epochs
+            self.cost_window.load_state_dict(state["cost_window"])
         self.shuffle.set_state(state["shuffle"])
         ranks = state.get("ranks")
         if ranks is not None and len(ranks) == self.trainer.world_size:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import netrc
 import os
+import re
+import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +25,19 @@ from omegaconf import DictConfig, OmegaConf
 from kfcpo.checkpoint import CHECKPOINTS_DIR, check_compatible, find_checkpoint, run_dir_of
 from kfcpo.ckpt_io import AtomicCheckpointIO
 from kfcpo.config import ConfigError
+from kfcpo.config.validate import check_folder_path
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
 
 TRAINER_DEFAULTS = {"accelerator": "cpu", "devices": 1}
 LAST_NAME = "last"  # checkpoints/last.ckpt
 METRICS_FILE = "metrics.csv"
+CONFIG_FILE = "config.yaml"
+RUN_FILES = (METRICS_FILE, CHECKPOINTS_DIR)  # what makes a folder hold a run
+OUT_DIR_VALID = "a folder path (new, empty, or the run to continue with resume=)"
+# Lightning (2.6 here) logs this advertisement for every Trainer without a LitLogger.
+LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -96,12 +108,24 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
     if mode is not None:
         w = cfg.logger.wandb
         loggers.append(
-            WandbLogger(
+            QuietWandbLogger(
                 project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
                 save_dir=str(out_dir), mode=mode, config=OmegaConf.to_container(cfg),
             )
         )
     return loggers
+
+
+class QuietWandbLogger(WandbLogger):
+    """Lightning's WandbLogger without the `anonymous=None` it always passes to `wandb.init`
+    (kfcpo passes none), which wandb (0.31 here) answers on every run with "The anonymous
+    setting has no effect and will be removed in a future version"."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        init = getattr(self, "_wandb_init", None)
+        if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+            del init["anonymous"]
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -118,7 +142,62 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
 
+class _DropPrefixes(logging.Filter):
+    """Drops the log records whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_lightning_tips() -> None:
+    """Drop Lightning's litlogger advertisement (an info record on its rank-zero logger,
+    which Lightning prints itself); its other information stays. Idempotent."""
+    for name in RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
+            logger.addFilter(_DropPrefixes(LITLOGGER_TIP))
+
+
+@contextmanager
+def quiet_lightning(out_dir: Path) -> Iterator[None]:
+    """Silence, while training in `out_dir`, Lightning's warnings that are noise for kfcpo:
+    each matched by its message (naming kfcpo's own folder) and the module raising it.
+
+    - "Experiment logs directory <out_dir>/ exists and is not empty": a fresh run's folder
+      holds its config.yaml, and the metrics.csv a resumed run continues is kept by
+      ContinuedCSVLogger (a new run into a folder with metrics.csv is refused earlier).
+    - "Checkpoint directory <out_dir>/checkpoints exists and is not empty": a resumed run's
+      own checkpoints (a new run into a folder with checkpoints/ is refused earlier).
+    - torch's FutureWarning on `LeafSpec`, raised inside Lightning's own `_pytree` helpers.
+    """
+    ckpt_dir = os.path.realpath(out_dir / CHECKPOINTS_DIR)  # ModelCheckpoint names it so
+    with warnings.catch_warnings():
+        # One batch per epoch from an in-process IterableDataset is the design, not a
+        # bottleneck: silence Lightning's generic hints about workers and batch counts.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings(
+            "ignore",
+            message=f"Experiment logs directory {re.escape(str(out_dir))}/* exists and is not empty",
+            module=r"lightning\.fabric\.loggers\.csv_logs",
+        )
+        warnings.filterwarnings(
+            "ignore", message=f"Checkpoint directory {re.escape(ckpt_dir)} exists and is not empty",
+            module=r"lightning\.pytorch\.callbacks\.model_checkpoint",
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning,
+            module=r"lightning\.pytorch\.utilities\._pytree",
+        )
+        yield
+
+
 def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = None) -> pl.Trainer:
+    quiet_lightning_tips()
     ckpt_dir = out_dir / CHECKPOINTS_DIR
     callbacks = [
         ModelCheckpoint(
@@ -142,9 +221,14 @@ def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
     )
 
 
+def held_run(folder: Path) -> list[str]:
+    """The files and folders of a run that `folder` holds (empty: it holds none)."""
+    return [name for name in RUN_FILES if os.path.lexists(folder / name)]
+
+
 def refuse_finished_run(out_dir: Path) -> None:
     """A new run never writes over another run's metrics and checkpoints."""
-    held = [name for name in (METRICS_FILE, CHECKPOINTS_DIR) if (out_dir / name).exists()]
+    held = held_run(out_dir)
     if held:
         raise ConfigError(
             f"out_dir: '{out_dir}' already holds a run ({', '.join(held)}); continue it with "
@@ -152,33 +236,66 @@ def refuse_finished_run(out_dir: Path) -> None:
         )
 
 
+def check_out_dir(out_dir: Path, resume_run: Path | None) -> None:
+    """Refuse, before anything is created, an out_dir that is a file, cannot be written,
+    lies inside another run's folder, or (resuming `resume_run`) holds a different run."""
+    check_folder_path(out_dir, "out_dir", OUT_DIR_VALID)
+    for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR):  # what a run (re)writes in it
+        inside = out_dir / name
+        mode = os.W_OK | (os.X_OK if os.path.isdir(inside) else 0)
+        if os.path.lexists(inside) and not os.access(inside, mode):
+            raise ConfigError(f"out_dir: no permission to write '{inside}'; give a path you can write to")
+    for parent in out_dir.resolve().parents:
+        if os.path.isfile(parent / CONFIG_FILE) and held_run(parent):
+            raise ConfigError(
+                f"out_dir: '{out_dir}' is inside the run folder '{parent}'; give a folder outside other runs"
+            )
+    if resume_run is None:
+        refuse_finished_run(out_dir)
+    elif held_run(out_dir) and out_dir.resolve() != resume_run.resolve():
+        raise ConfigError(
+            f"out_dir: '{out_dir}' already holds another run ({', '.join(held_run(out_dir))}); a resumed "
+            f"run continues in its own folder '{resume_run}' or in a new out_dir"
+        )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None: all exist)."""
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
+    return missing[-1] if missing else None
+
+
 def fit(cfg: DictConfig) -> Path:
     """Train; returns the run folder (config.yaml, metrics.csv, checkpoints/).
 
     `resume` is a checkpoint file, or a run folder: then its newest readable checkpoint,
-    and the run continues in that folder unless `out_dir` says otherwise.
+    and the run continues in that folder unless `out_dir` says otherwise. Every path is
+    checked before anything is created or any env starts; a run folder this call created
+    is removed again if the run fails before training starts.
     """
-    ckpt_path, resumed_epoch = None, None
+    ckpt_path, resumed_epoch, resume_run = None, None, None
     if cfg.resume:
         ckpt_path, ckpt = find_checkpoint(cfg.resume)
         check_compatible(ckpt, cfg)
         resumed_epoch = int(ckpt["epoch"])
+        resume_run = run_dir_of(ckpt_path)
     if cfg.out_dir:
         out_dir = Path(cfg.out_dir)
-    elif cfg.resume and Path(cfg.resume).is_dir():
+    elif cfg.resume and os.path.isdir(cfg.resume):
         out_dir = run_dir_of(cfg.resume)
     else:
         out_dir = default_out_dir(cfg)
-    if not cfg.resume:
-        refuse_finished_run(out_dir)
+    check_out_dir(out_dir, resume_run)
+    created = _first_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml")
-    module = SafeRLModule(cfg)
-    trainer = build_trainer(cfg, out_dir, resumed_epoch)
-    with warnings.catch_warnings():
-        # One batch per epoch from an in-process IterableDataset is the design, not a
-        # bottleneck: silence Lightning's generic hints about workers and batch counts.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    try:
+        OmegaConf.save(cfg, out_dir / CONFIG_FILE)
+        module = SafeRLModule(cfg)
+        trainer = build_trainer(cfg, out_dir, resumed_epoch)
+    except BaseException:
+        if created is not None:  # nothing of a run in it yet: leave no half-made folder
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    with quiet_lightning(out_dir):
         trainer.fit(module, ckpt_path=ckpt_path)
     return out_dir

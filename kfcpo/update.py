@@ -1,4 +1,4 @@
-"""The update of one epoch, top to bottom: the critical path of SPEC section 2.
+"""The update of one epoch, top to bottom: the critical path of docs/algorithm.md section 1.
 
 rollout (done) -> advantages (done, in the batch) -> for each minibatch:
 gradients -> precondition -> blend and scale -> guard; then the critics.
@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Normal
 
 from kfcpo.blend.base import Blender, Directions
 from kfcpo.data.batch import Batch
@@ -36,6 +36,14 @@ class UpdateConfig:
     minibatch_size: int  # FULL_BATCH (0) = the whole rollout
     critic_iters: int
     critic_minibatch_size: int
+    critic_l2: float = 0.0  # coefficient of the sum of squared critic parameters (0 = off)
+    critic_max_grad_norm: float = 0.0  # clip each critic's gradient norm (0 = off)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> UpdateConfig:
+        m = cfg.model
+        return cls(cfg.update_iters, cfg.minibatch_size, m.critic_iters, m.critic_minibatch_size,
+                   m.critic_l2, m.critic_max_grad_norm)
 
 
 def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -86,12 +94,15 @@ def policy_update(
                 before=(loss_r, loss_c if want_cost else None),
                 constraint=ep_cost - cost_limit if want_cost else None,
             )
-            committed += guard.propose(mover, proposal, mb)
-            rollout_mb = Normal(rollout_policy.loc[idx], rollout_policy.scale[idx], validate_args=False)
-            if guard.stop(mean_kl(actor, mb.obs, rollout_mb)):
+            moved = guard.propose(mover, proposal, mb)
+            committed += moved
+            # The drift bound is measured on the whole rollout (a minibatch's own KL
+            # understates it ~4x, docs/algorithm.md), after each step that moved the policy.
+            if moved and guard.check_every_step and guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
                 stopped = True
                 break
-        if stopped:
+        if stopped or guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
+            stopped = True
             break
     metrics = {
         "kl": mean_kl(actor, batch.obs, rollout_policy),
@@ -116,17 +127,24 @@ def critic_update(
 ) -> float:
     """MSE regression of each critic on its value targets; returns the last mean loss.
 
+    With `critic_l2`, the loss adds that coefficient times the squared parameters (the
+    returned loss is the MSE alone); with `critic_max_grad_norm`, each critic's averaged
+    gradient is clipped to that norm before the step.
     Gradients come from torch.autograd.grad and are averaged over ranks explicitly:
     `backward()` would fire DDP's reducer hooks outside the forward they belong to."""
     params = [p for critic, _ in critics for p in critic.parameters()]
     loss_value = float("nan")
     for _ in range(cfg.critic_iters):
         for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
-            loss = sum(nn.functional.mse_loss(c(obs[idx]), target[idx]) for c, target in critics)
+            mse = sum(nn.functional.mse_loss(c(obs[idx]), target[idx]) for c, target in critics)
+            loss = mse + cfg.critic_l2 * sum(p.pow(2).sum() for p in params) if cfg.critic_l2 else mse
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = all_mean(g)
+            if cfg.critic_max_grad_norm:
+                for critic, _ in critics:
+                    nn.utils.clip_grad_norm_(critic.parameters(), cfg.critic_max_grad_norm)
             optimizer.step()
-            loss_value = float(loss.detach())
+            loss_value = float(mse.detach())
     optimizer.zero_grad(set_to_none=True)
     return loss_value

@@ -1,9 +1,13 @@
-"""A registry component that fails on one rank, for the DDP failure test (it is loaded
-through an extra catalogue folder, the way users add their own components)."""
+"""Broken registry components for negative controls (loaded through an extra catalogue
+folder, the way users add their own components): one that fails on one rank (the DDP
+failure test), one whose cost direction is reversed (the learning test)."""
 
 import torch
 
+from kfcpo.blend.base import Directions
+from kfcpo.blend.margin import MarginBlender
 from kfcpo.dist import world_size
+from kfcpo.precond.base import Preconditioner
 from kfcpo.precond.identity import Identity
 
 
@@ -11,3 +15,12 @@ class FailsOnRank1(Identity):
     def update(self, obs: torch.Tensor) -> None:
         if world_size() > 1 and torch.distributed.get_rank() == 1:
             raise RuntimeError("injected failure on rank 1")
+
+
+class CostAscendingMargin(MarginBlender):
+    """KFCPO's blender with the cost direction negated: it ascends the cost wherever the
+    real one descends it. The learning test's negative control."""
+
+    def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
+        flipped = Directions(d.g_r, d.x_r, -d.g_c, -d.x_c, d.ep_cost, d.cost_limit)
+        return super().blend(flipped, precond)

@@ -3,13 +3,22 @@
 They are deliberately the slow, obvious computations: per-sample autograd Jacobians, a
 KL Hessian by torch.func, Python loops over states, so that the fast preconditioners are
 checked against definitions rather than against a second copy of the same trick.
+
+Below them, optimality oracles for the blenders' small convex programs (CPO's QP, PCPO's
+projection): a KKT checker and closed forms by geometry in whitened coordinates, none of
+which depends on a generic solver converging.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torch.func import functional_call, hessian, jacrev, vmap
@@ -171,3 +180,182 @@ class PlainPrecond(Preconditioner):
 
     def quad(self, v: torch.Tensor) -> torch.Tensor:
         return v @ v
+
+
+# --- Optimality oracles for the blenders' small convex programs (float64) -----------------
+# The CPO step solves   max g.x  s.t.  c + b.x <= 0,  0.5 x^T F x <= delta   and the PCPO step
+# is the projection   min (x - p)^T M (x - p)  s.t.  c + b.x <= 0.  Both are convex (a linear
+# or concave quadratic objective over an ellipsoid and/or a half-space), so the KKT conditions
+# are sufficient: a point that satisfies them IS the optimum; with a strictly feasible point
+# (Slater) they are also necessary, so the true optimum always passes. Checking them needs no
+# solver, hence no solver that must converge: these oracles cannot fail on their own.
+
+KKT_TOL = 1e-8
+
+
+def spd_problem(seed: int, dim: int) -> tuple[MatrixPrecond, torch.Tensor, torch.Tensor]:
+    """A random positive definite F = A A^T + 0.3 I (float64) and two random gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(dim, dim, dtype=torch.float64, generator=gen)
+    f = a @ a.T + 0.3 * torch.eye(dim, dtype=torch.float64)
+    g_r = torch.randn(dim, dtype=torch.float64, generator=gen)
+    g_c = torch.randn(dim, dtype=torch.float64, generator=gen)
+    return MatrixPrecond(f), g_r, g_c
+
+
+def whiten(metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M^1/2, M^-1/2) by eigh: in y = M^1/2 x the metric M is Euclidean and a.x = (M^-1/2 a).y."""
+    e, q = torch.linalg.eigh(metric)
+    return q @ torch.diag(e.sqrt()) @ q.T, q @ torch.diag(e.rsqrt()) @ q.T
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """h(x) <= 0 at the point checked: its value, its gradient, and the scale of h (the
+    value's natural unit) that the tolerances are relative to."""
+
+    name: str
+    value: float
+    grad: np.ndarray
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class KKTReport:
+    """KKT conditions of  max f(x) s.t. h_i(x) <= 0  at a point, each as a relative number:
+    violation = max_i h_i / scale_i (primal feasibility: <= 0), min_multiplier = min_i mu_i
+    relative to |grad f| (dual feasibility: >= 0), stationarity = |grad f - sum_i mu_i grad h_i|
+    relative to |grad f|, complementarity = max |h_i| / scale_i over the constraints that carry
+    a multiplier (mu_i > 0 needs h_i = 0); multipliers = mu_i in the constraints' own units."""
+
+    multipliers: dict[str, float]
+    violation: float
+    min_multiplier: float
+    stationarity: float
+    complementarity: float
+    tried: str  # every active set tried: its multipliers and residual (for failure messages)
+
+    def failures(self, tol: float = KKT_TOL) -> list[str]:
+        out = []
+        if self.violation > tol:
+            out.append(f"primal infeasible: max h/scale = {self.violation:.3e}")
+        if self.min_multiplier < -tol:
+            out.append(f"dual infeasible: a multiplier is {self.min_multiplier:.3e} < 0")
+        if self.stationarity > tol:
+            out.append(f"not stationary: relative residual {self.stationarity:.3e}")
+        if self.complementarity > tol:
+            out.append(f"complementary slackness: a constraint with mu > 0 has |h|/scale = "
+                       f"{self.complementarity:.3e}")
+        return out
+
+
+def kkt_report(grad: ArrayLike, constraints: list[Constraint], *, scale: float | None = None,
+               active_tol: float = KKT_TOL) -> KKTReport:
+    """The KKT conditions of  max f(x) s.t. h_i(x) <= 0  at a point (grad = grad f there).
+
+    The multipliers are recovered by least squares from stationarity, grad f = sum_i mu_i
+    grad h_i, over the active constraints (|h_i| <= active_tol scale_i; an inactive one has
+    mu_i = 0 by complementary slackness). A barely active constraint may or may not carry a
+    multiplier, so every subset of the active ones is solved and, among those with mu >= 0,
+    the least residual is kept (with two constraints: exact nonnegative least squares). When
+    none of them is stationary, the unrestricted least squares over all active constraints is
+    reported instead, negative multiplier included (it shows whether mu < 0 is what fails).
+    `scale` is what the residual and multipliers are relative to (default |grad f|).
+    """
+    g = np.asarray(grad, dtype=np.float64)
+    norm = float(np.linalg.norm(g)) if scale is None else float(scale)
+    norm = norm if norm > 0.0 else 1.0
+    values = np.array([cn.value / cn.scale for cn in constraints], dtype=np.float64)
+    grads = [np.asarray(cn.grad, dtype=np.float64) / cn.scale for cn in constraints]
+    active = [i for i, v in enumerate(values) if abs(v) <= active_tol]
+    fits, lines = [], []  # (residual, multipliers relative to norm, all >= 0)
+    for k in range(len(active) + 1):
+        for subset in itertools.combinations(active, k):
+            mu = np.zeros(len(constraints))
+            if subset:
+                a = np.stack([grads[i] for i in subset], axis=1)
+                mu[list(subset)] = np.linalg.lstsq(a, g, rcond=None)[0] / norm
+            resid = float(np.linalg.norm(g / norm - sum(m * gr for m, gr in zip(mu, grads, strict=True))))
+            fits.append((resid, mu, bool((mu >= -active_tol).all())))
+            names = ", ".join(f"{constraints[i].name}={mu[i] * norm / constraints[i].scale:.6g}"
+                              for i in subset)
+            lines.append(f"[{names or 'none active'}] residual {resid:.3e}")
+    resid, mu, _ = min((fit for fit in fits if fit[2]), key=lambda fit: fit[0])
+    if resid > active_tol:
+        resid, mu, _ = fits[-1]
+    carrying = values[mu > 0.0]
+    return KKTReport(
+        multipliers={cn.name: float(m * norm / cn.scale) for cn, m in zip(constraints, mu, strict=True)},
+        violation=float(values.max(initial=-np.inf)),
+        min_multiplier=float(mu.min(initial=0.0)),
+        stationarity=resid,
+        complementarity=float(np.abs(carrying).max(initial=0.0)),
+        tried="; ".join(lines),
+    )
+
+
+def assert_kkt(report: KKTReport, tol: float = KKT_TOL) -> None:
+    failures = report.failures(tol)
+    assert not failures, f"KKT conditions fail: {'; '.join(failures)} (active sets tried: {report.tried})"
+
+
+def trust_region_kkt(x: ArrayLike, g: ArrayLike, f: ArrayLike, delta: float,
+                     half_space: tuple[ArrayLike, float] | None = None) -> KKTReport:
+    """KKT of  max g.x  s.t.  0.5 x^T F x <= delta  [and c + b.x <= 0, half_space = (b, c)]
+    at x: stationarity g = lam F x + nu b. The half-space's scale is sqrt(2 delta b^T F^-1 b),
+    the range of b.x over the region."""
+    x, g, f = (np.asarray(v, dtype=np.float64) for v in (x, g, f))
+    cons = [Constraint("lam", 0.5 * x @ f @ x - delta, f @ x, scale=delta)]
+    if half_space is not None:
+        b, c = np.asarray(half_space[0], dtype=np.float64), float(half_space[1])
+        reach = math.sqrt(2 * delta * float(b @ np.linalg.solve(f, b)))
+        cons.append(Constraint("nu", c + b @ x, b, scale=reach if reach > 0.0 else 1.0))
+    return kkt_report(g, cons)
+
+
+def projection_kkt(x: ArrayLike, point: ArrayLike, metric: ArrayLike, b: ArrayLike, c: float) -> KKTReport:
+    """KKT of  min 0.5 (x - p)^T M (x - p)  s.t.  c + b.x <= 0  at x: M (p - x) = nu b. The
+    residual is relative to |M p|, the half-space's scale is |b|_M^-1 |p|_M (the range of
+    b.x over a ball of radius |p| around the origin)."""
+    x, p, m, b = (np.asarray(v, dtype=np.float64) for v in (x, point, metric, b))
+    reach = math.sqrt(float(b @ np.linalg.solve(m, b)) * float(p @ m @ p))
+    cons = [Constraint("nu", float(c) + b @ x, b, scale=reach if reach > 0.0 else 1.0)]
+    return kkt_report(m @ (p - x), cons, scale=float(np.linalg.norm(m @ p)))
+
+
+@dataclass(frozen=True)
+class TrustRegionOptimum:
+    """The optimum of the CPO QP; kind: "optimum" (unique), "face" (g parallel to b and
+    toward the boundary: every point of the disc c + b.x = 0 in the region is optimal, x
+    is its centre), "recovery" (no feasible point: x minimizes b.x in the region), "none"
+    (no feasible point and b = 0: nothing lowers b.x)."""
+
+    x: torch.Tensor
+    kind: str
+
+
+def trust_region_optimum(f: torch.Tensor, g: torch.Tensor, b: torch.Tensor, c: float,
+                         delta: float) -> TrustRegionOptimum:
+    """max g.x  s.t.  c + b.x <= 0,  0.5 x^T F x <= delta  by geometry, not by the dual: in
+    y = F^1/2 x the region is the ball |y| <= R = sqrt(2 delta) and the constraint the
+    half-space c + b_y.y <= 0 (b_y = F^-1/2 b), whose plane lies at signed distance
+    c / |b_y| from the centre. The optimum is the ball's top point R g_y / |g_y| when that is
+    feasible; else the top of the disc the plane cuts from the ball."""
+    _, inv_root = whiten(f)
+    g_y, b_y, radius = inv_root @ g, inv_root @ b, math.sqrt(2 * delta)
+    zero = torch.zeros_like(g)
+    if float(b_y.norm()) == 0.0:  # the constraint does not depend on x
+        if c > 0.0:
+            return TrustRegionOptimum(zero, "none")
+        return TrustRegionOptimum(inv_root @ (radius * g_y / g_y.norm()), "optimum")
+    b_hat, dist = b_y / b_y.norm(), c / float(b_y.norm())
+    if dist >= radius and c > 0.0:  # the plane misses the ball (or touches it): recovery
+        return TrustRegionOptimum(inv_root @ (-radius * b_hat), "recovery")
+    top = radius * g_y / g_y.norm()
+    if c + float(b_y @ top) <= 0.0:
+        return TrustRegionOptimum(inv_root @ top, "optimum")
+    centre, rho = -dist * b_hat, math.sqrt(radius**2 - dist**2)
+    along = g_y - float(g_y @ b_hat) * b_hat  # g_y within the plane
+    if float(along.norm()) <= 1e-12 * float(g_y.norm()):
+        return TrustRegionOptimum(inv_root @ centre, "face")
+    return TrustRegionOptimum(inv_root @ (centre + rho * along / along.norm()), "optimum")

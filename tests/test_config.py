@@ -49,9 +49,38 @@ def test_unknown_env_lists_close_matches(capsys) -> None:
     assert "SafetyPointButton1-v0" in capsys.readouterr().err
 
 
-def test_missing_config_file(capsys, tmp_path) -> None:
-    assert main(["fit", "--config", str(tmp_path / "none.yaml")]) == EXIT_CONFIG
-    assert "--config: no such file" in capsys.readouterr().err
+CONFIG_VALID = "expected a YAML file of keys, e.g. conf/button.yaml"
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "problem"),
+    [
+        ("none.yaml", None, "no such file '{path}'; " + CONFIG_VALID),
+        ("conf", "folder", "'{path}' is a folder; " + CONFIG_VALID + " (YAML files there: a.yaml)"),
+        ("empty", "empty folder", "'{path}' is a folder; " + CONFIG_VALID),
+        ("model.ckpt", b"PK\x03\x04\xff\xfe binary",
+         "'{path}' is not a text file (not UTF-8); " + CONFIG_VALID),
+        ("broken.yaml", b"env: [1\n", "'{path}' is not valid YAML (line 2, column 1): expected ',' or ']', "
+         "but got '<stream end>'"),
+        ("notes.txt", b"just a sentence\n",
+         "'{path}' must hold a mapping of keys (as conf/button.yaml), not str"),
+    ],
+    ids=["missing", "folder", "empty folder", "binary", "broken YAML", "not a mapping"],
+)
+def test_bad_config_file_is_one_line(name, make, problem, capsys, tmp_path) -> None:
+    path = tmp_path / name
+    if make == "folder":
+        path.mkdir()
+        (path / "a.yaml").write_text("seed: 1\n")
+    elif make == "empty folder":
+        path.mkdir()
+    elif make is not None:
+        path.write_bytes(make)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["fit", "--config", str(path), "out_dir=" + str(tmp_path / "run")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"kfcpo: error: --config: {problem.format(path=path)}"], err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_cli_process_exits_2_without_traceback() -> None:

@@ -135,7 +135,44 @@ def test_missing_checkpoint_in_a_fresh_process_is_one_stderr_line(tmp_path: Path
     proc = subprocess.run([sys.executable, "-m", "kfcpo.cli", "eval", str(missing)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"kfcpo: error: checkpoint: no such checkpoint file '{missing}'"]
+    assert proc.stderr.splitlines() == [
+        f"kfcpo: error: checkpoint: no such checkpoint file '{missing}'; "
+        "expected a checkpoint file, e.g. runs/<run>/checkpoints/last.ckpt"
+    ]
+
+
+def test_a_folder_is_not_a_checkpoint(run: Path, tmp_path: Path, capsys) -> None:
+    assert main(["eval", str(run)]) == 2
+    assert one_error_line(capsys) == (
+        f"kfcpo: error: checkpoint: '{run}' is a folder; expected a checkpoint file, "
+        f"e.g. '{run / 'checkpoints' / 'last.ckpt'}'"
+    )
+    assert main(["eval", str(tmp_path)]) == 2
+    assert one_error_line(capsys) == (
+        f"kfcpo: error: checkpoint: '{tmp_path}' is a folder; expected a checkpoint file (*.ckpt)"
+    )
+
+
+VIDEO_VALID = "expected a .mp4 or .gif file path in a folder that exists or can be made"
+
+
+def test_video_path_that_cannot_be_written_is_refused_before_any_episode(
+    ckpt: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    afile, folder = tmp_path / "afile", tmp_path / "clip.mp4"
+    afile.write_text("not a folder\n")
+    folder.mkdir()
+    monkeypatch.setattr(ev, "make_eval_env", lambda *a, **k: pytest.fail("an env was made"))
+    before = sorted(tmp_path.rglob("*"))
+    under_a_file = f"'{afile}' is a file, not a folder; {VIDEO_VALID}"
+    for video, message in [
+        (afile / "v.mp4", f"cannot create '{afile / 'v.mp4'}': {under_a_file}"),
+        (afile / "deeper" / "v.gif", f"cannot create '{afile / 'deeper' / 'v.gif'}': {under_a_file}"),
+        (folder, f"'{folder}' is a folder; {VIDEO_VALID}"),
+    ]:
+        assert main(["eval", str(ckpt), "--max-steps", "2", "--video", str(video)]) == 2
+        assert one_error_line(capsys) == f"kfcpo: error: --video: {message}"
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_truncated_checkpoint(ckpt: Path, tmp_path: Path, capsys) -> None:

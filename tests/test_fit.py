@@ -2,6 +2,9 @@
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -23,6 +26,10 @@ TINY = [
     "model.critic_iters=1",
     "logger.wandb.mode=disabled",
 ]
+
+
+OUT_DIR_VALID = "expected a folder path (new, empty, or the run to continue with resume=)"
+RESUME_VALID = "expected a checkpoint file or a run folder holding checkpoints/*.ckpt"
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:
@@ -70,24 +77,167 @@ def test_a_new_run_never_writes_over_a_finished_one(tmp_path, capsys) -> None:
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
-def test_resume_from_another_config_is_refused(tmp_path, capsys) -> None:
-    run = tmp_path / "run"
-    main(["fit", "--config", GOAL, *TINY, "total_steps=500", f"out_dir={run}"])
+# ------------------------------------------------- bad paths: one line, exit 2, nothing made
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run (config.yaml, metrics.csv, checkpoints/) the refusals must not touch."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["fit", "--config", GOAL, *TINY, "total_steps=500", f"out_dir={run}"]) == 0
+    return run
+
+
+def snapshot(*roots: Path) -> dict[Path, bytes | None]:
+    """Every path under `roots` with its bytes (None for a folder)."""
+    return {p: (p.read_bytes() if p.is_file() else None) for root in roots for p in [root, *root.rglob("*")]}
+
+
+def refusal(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The one stderr line of a command that must exit 2 without a traceback."""
     capsys.readouterr()
-    ckpt = run / "checkpoints" / "last.ckpt"
-    code = main(["fit", "--config", GOAL, *TINY, "model.hidden=[32]", f"resume={ckpt}"])
+    code = main(argv)
     err = capsys.readouterr().err
-    assert code == 2
-    assert "resume: checkpoint was trained with model.hidden=[64, 64]" in err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kfcpo: error: ")
+    return lines[0].removeprefix("kfcpo: error: ")
 
 
-def test_missing_or_broken_checkpoint_is_one_line_error(tmp_path, capsys) -> None:
-    assert main(["fit", "--config", GOAL, *TINY, f"resume={tmp_path / 'nope.ckpt'}"]) == 2
-    assert "resume: no such checkpoint file" in capsys.readouterr().err
+def fake_run(folder: Path) -> Path:
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 0\n")
+    (folder / "metrics.csv").write_text("epoch,env_steps\n0,500.0\n")
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"the other run's checkpoint")
+    return folder
+
+
+OUT_DIR_CASES = {
+    # case: (out_dir, the message), formatted with tmp (the test's folder) and run (a finished run)
+    "a file": ("{tmp}/afile", "out_dir: '{tmp}/afile' is a file; " + OUT_DIR_VALID),
+    "under a file": (
+        "{tmp}/afile/sub",
+        "out_dir: cannot create '{tmp}/afile/sub': '{tmp}/afile' is a file, not a folder; " + OUT_DIR_VALID,
+    ),
+    "inside a run": (
+        "{run}/again",
+        "out_dir: '{run}/again' is inside the run folder '{run}'; give a folder outside other runs",
+    ),
+    "inside a run's checkpoints": (
+        "{run}/checkpoints/new",
+        "out_dir: '{run}/checkpoints/new' is inside the run folder '{run}'; give a folder outside other runs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_DIR_CASES))
+def test_bad_out_dir_is_refused_before_anything_is_made(case, finished, tmp_path, capsys) -> None:
+    (tmp_path / "afile").write_text("not a folder\n")
+    out_dir, message = (t.format(tmp=tmp_path, run=finished) for t in OUT_DIR_CASES[case])
+    before = snapshot(tmp_path, finished)
+    assert refusal(capsys, ["fit", "--config", GOAL, *TINY, f"out_dir={out_dir}"]) == message
+    assert snapshot(tmp_path, finished) == before
+
+
+def test_out_dir_in_a_read_only_folder(tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: chmod 555 does not stop writes (the simulated test covers this)")
+        message = refusal(capsys, ["fit", "--config", GOAL, *TINY, f"out_dir={locked / 'run'}"])
+        assert message == (f"out_dir: no permission to write in '{locked}' (to create '{locked / 'run'}'); "
+                           "give a path you can write to")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_out_dir_in_a_read_only_folder_simulated(tmp_path, capsys, monkeypatch) -> None:
+    """As root chmod does not stop writes: here the permission check itself is told "no"."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    cases = [(locked / "run", f"'{locked}' (to create '{locked / 'run'}')"), (locked, f"'{locked}'")]
+    for out_dir, where in cases:
+        message = refusal(capsys, ["fit", "--config", GOAL, *TINY, f"out_dir={out_dir}"])
+        assert message == f"out_dir: no permission to write in {where}; give a path you can write to"
+    assert list(locked.iterdir()) == []
+
+
+def test_bad_resume_paths_are_refused(finished, tmp_path, capsys) -> None:
+    fit = ["fit", "--config", GOAL, *TINY, "total_steps=1000"]
+    missing, empty, text = tmp_path / "nope", tmp_path / "empty", tmp_path / "notes.txt"
+    empty.mkdir()
+    text.write_text("not a checkpoint\n")
+    before = snapshot(tmp_path, finished)
+    assert refusal(capsys, [*fit, f"resume={missing}"]) == (
+        f"resume: no such checkpoint file or run folder '{missing}'; {RESUME_VALID}"
+    )
+    assert refusal(capsys, [*fit, f"resume={empty}"]) == (
+        f"resume: no checkpoint (*.ckpt) in '{empty}'; {RESUME_VALID}"
+    )
+    assert refusal(capsys, [*fit, f"resume={text}"]).startswith(
+        f"resume: '{text}' is not a readable checkpoint ("
+    )
+    assert refusal(capsys, [*fit, "model.hidden=[32]", f"resume={finished}"]) == (
+        "resume: checkpoint was trained with model.hidden=[64, 64], this config has model.hidden=[32]; "
+        "resume it with model.hidden=[64, 64], or start a new run"
+    )
+    assert snapshot(tmp_path, finished) == before
+
+
+def test_resume_into_another_runs_folder_is_refused(finished, tmp_path, capsys) -> None:
+    other = fake_run(tmp_path / "other")
+    before = snapshot(tmp_path, finished)
+    message = refusal(capsys, ["fit", "--config", GOAL, *TINY, "total_steps=1000", f"resume={finished}",
+                               f"out_dir={other}"])
+    assert message == (
+        f"out_dir: '{other}' already holds another run (metrics.csv, checkpoints); "
+        f"a resumed run continues in its own folder '{finished}' or in a new out_dir"
+    )
+    assert snapshot(tmp_path, finished) == before
+
+
+def test_broken_checkpoint_is_one_line_error(tmp_path, capsys) -> None:
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
-    assert main(["fit", "--config", GOAL, *TINY, f"resume={broken}"]) == 2
-    assert "is not a readable checkpoint" in capsys.readouterr().err
+    message = refusal(capsys, ["fit", "--config", GOAL, *TINY, f"resume={broken}"])
+    assert message.startswith(f"resume: '{broken}' is not a readable checkpoint (")
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch) -> None:
+    import kfcpo.train
+
+    def broken_module(cfg):
+        raise RuntimeError("injected failure while building the module")
+
+    monkeypatch.setattr(kfcpo.train, "SafeRLModule", broken_module)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        main(["fit", "--config", GOAL, *TINY, f"out_dir={tmp_path / 'new' / 'run'}"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (lambda tmp: ["fit", "--config", GOAL, f"out_dir={tmp / 'afile'}"],
+         lambda tmp: f"out_dir: '{tmp / 'afile'}' is a file; {OUT_DIR_VALID}"),
+        (lambda tmp: ["fit", "--config", str(ROOT / "conf")],
+         lambda tmp: f"--config: '{ROOT / 'conf'}' is a folder; expected a YAML file of keys, "
+         "e.g. conf/button.yaml (YAML files there: button.yaml, goal.yaml)"),
+    ],
+    ids=["out_dir a file", "config a folder"],
+)
+def test_path_refusals_in_a_fresh_process(argv, message, tmp_path) -> None:
+    (tmp_path / "afile").write_text("not a folder\n")
+    proc = subprocess.run([sys.executable, "-m", "kfcpo.cli", *argv(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"kfcpo: error: {message(tmp_path)}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 class FreshnessProbe(pl.Callback):

@@ -1,4 +1,4 @@
-"""KLRollback (SPEC 2.4) with a real GaussianActor and random states."""
+"""KLRollback (docs/algorithm.md 2.3) with a real GaussianActor and random states."""
 
 from __future__ import annotations
 

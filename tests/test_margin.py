@@ -1,4 +1,4 @@
-"""MarginBlender (SPEC 2.3) on constructed vectors, with fake curvatures F = I and F = SPD."""
+"""MarginBlender (docs/algorithm.md 2.2) on constructed vectors, with fake curvatures F = I and F = SPD."""
 
 from __future__ import annotations
 
@@ -327,3 +327,63 @@ def test_metrics_are_means_over_calls_and_reset_on_read() -> None:
     cos2 = float(torch.dot(a_r, -a_c) / (a_r.norm() * a_c.norm()))
     assert m["cos_rc"] == pytest.approx((cos1 + cos2) / 2, rel=1e-9)
     assert b.metrics() == {}  # read resets
+
+
+# -- the kfcpo preset's options ----------------------------------------------------------
+@pytest.mark.parametrize("make", PRECONDS)
+def test_to_boundary_extends_small_steps_to_the_region(make) -> None:
+    p = make()
+    g_r, g_c = aligned_pair(p, scale=1e-4)  # far inside the region: the seed's nu stays 1
+    b = MarginBlender(to_boundary=True, target_kl=0.005)
+    step = b.blend(directions(p, g_r, g_c, 0.5 * D), p)
+    assert 0.5 * float(p.quad(step)) == pytest.approx(0.005, rel=1e-9)
+    assert b.metrics()["nu"] > 1.0
+
+
+@pytest.mark.parametrize("make", PRECONDS)
+@pytest.mark.parametrize("inner", INNER)
+def test_unit_directions_make_w_c_the_cost_share(make, inner: str) -> None:
+    """With unit directions the blend is (1 - w_c) u_r / |u_r| + w_c u_c / |u_c| (norms in
+    the `inner` metric), whatever the gradients' magnitudes: scaling g_c by 1000 changes
+    nothing."""
+    p = make()
+    g_r, g_c = aligned_pair(p, scale=1.0)
+    metric = p.m if inner == "fisher" else torch.eye(DIM, dtype=torch.float64)
+    b = MarginBlender(unit_directions=True, inner=inner, target_kl=1e6)  # nu 1: the raw blend
+    jc = LAM * D + 0.03 * D
+    w = b.cost_weight(jc, D)
+    steps = [b.blend(directions(p, g_r, k * g_c, jc), p) for k in (1.0, 1000.0)]
+    x_r, u_c = p.solve(g_r), -p.solve(g_c)
+    norm = lambda v: torch.sqrt(v @ metric @ v)  # noqa: E731 - local one-liner
+    expected = (1 - w) * x_r / norm(x_r) + w * u_c / norm(u_c)
+    for step in steps:
+        torch.testing.assert_close(step, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_adaptive_projection_switches_at_the_margin_centre() -> None:
+    """Below the margin centre (w_c < 0.5) the cost direction is projected off the reward
+    direction (the seed's rule); from the centre on, the reward direction off the cost one."""
+    u_r, u_c = conflicting(seed=3)
+    b = MarginBlender(project="adaptive")
+    tol = 1e-12 * float(u_r.norm() * u_c.norm())
+    r, c, projected = b.project_directions(u_r, u_c, u_r, u_c, w_c=0.2)
+    assert projected and torch.equal(r, u_r) and abs(float(torch.dot(c, u_r))) < tol
+    r, c, projected = b.project_directions(u_r, u_c, u_r, u_c, w_c=0.5)
+    assert projected and torch.equal(c, u_c) and abs(float(torch.dot(r, u_c))) < tol
+
+
+def test_adaptive_projection_above_the_centre_never_raises_cost_in_fisher() -> None:
+    """Jc above the centre, Fisher metric: the blended step lowers the cost to first order
+    on every conflicting draw (the reward part is cost-neutral, the cost part descends)."""
+    checked = 0
+    for seed in range(100):
+        p = ill_conditioned_precond(seed=seed)
+        gen = torch.Generator().manual_seed(2000 + seed)
+        g_r, g_c = (torch.randn(DIM, dtype=torch.float64, generator=gen) for _ in range(2))
+        if not float(g_r @ p.solve(g_c)) > 0:
+            continue
+        b = MarginBlender(project="adaptive", inner="fisher", unit_directions=True)
+        step = b.blend(directions(p, g_r, g_c, jc=0.8 * D), p)
+        assert float(g_c @ step) < 0
+        checked += 1
+    assert checked > 20

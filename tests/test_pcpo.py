@@ -1,5 +1,6 @@
 """PCPO blender: the reward natural step, then the projection onto the linearized cost
-half-space, against a dense computation in whitened coordinates (F^1/2 by eigh)."""
+half-space, against a dense computation in whitened coordinates (F^1/2 by eigh) and the KKT
+conditions of the projection (tests/oracles.py: convex, so they certify the optimum)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 import torch
-from oracles import MatrixPrecond
+from oracles import MatrixPrecond, assert_kkt, projection_kkt, spd_problem, whiten
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.pcpo import PCPOBlender
@@ -20,11 +21,7 @@ SEEDS = range(5)
 
 
 def problem(seed: int) -> tuple[MatrixPrecond, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    a = torch.randn(DIM, DIM, dtype=torch.float64, generator=gen)
-    f = a @ a.T + 0.3 * torch.eye(DIM, dtype=torch.float64)
-    return (MatrixPrecond(f), torch.randn(DIM, dtype=torch.float64, generator=gen),
-            torch.randn(DIM, dtype=torch.float64, generator=gen))
+    return spd_problem(seed, DIM)
 
 
 def step_of(p: MatrixPrecond, g_r: torch.Tensor, g_c: torch.Tensor, c: float, projection: str = "kl"):
@@ -36,8 +33,7 @@ def dense_projection(metric: torch.Tensor, point: torch.Tensor, a: torch.Tensor,
     """argmin_x (x - point)^T M (x - point) s.t. c + a.x <= 0, computed in the coordinates
     y = M^1/2 x, where the metric is Euclidean and the projection onto a half-space is the
     textbook one."""
-    e, q = torch.linalg.eigh(metric)
-    root, inv_root = q @ torch.diag(e.sqrt()) @ q.T, q @ torch.diag(e.rsqrt()) @ q.T
+    root, inv_root = whiten(metric)
     y, a_y = root @ point, inv_root @ a  # a.x = a_y.y
     excess = c + a_y @ y
     if excess > 0:
@@ -58,8 +54,9 @@ def test_step_is_the_metric_projection_inside_the_half_space(seed: int, c: float
     step = step_of(p, g_r, g_c, c, projection)
     assert c + float(g_c @ step) <= 1e-12  # on or inside the linearized half-space
     metric = p.m if projection == "kl" else torch.eye(DIM, dtype=torch.float64)
-    expected = dense_projection(metric, reward_step(p, g_r), g_c, c)
-    torch.testing.assert_close(step, expected, rtol=1e-9, atol=1e-12)
+    half = reward_step(p, g_r)
+    torch.testing.assert_close(step, dense_projection(metric, half, g_c, c), rtol=1e-9, atol=1e-12)
+    assert_kkt(projection_kkt(step, half, metric, g_c, c))  # M (half - x) = nu g_c, nu >= 0
 
 
 @pytest.mark.parametrize("seed", SEEDS)

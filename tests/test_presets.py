@@ -99,3 +99,23 @@ def test_nonsense_compositions_are_refused_in_one_line(overrides, expected, caps
 )
 def test_sensible_swaps_are_accepted(overrides: list[str], capsys) -> None:
     assert main(["fit", "--config", GOAL, *overrides, "--print-config"]) == 0
+
+
+def test_ppo_lag_learning_rate_decays_linearly_over_the_budget(tmp_path: Path) -> None:
+    """lr = 3e-4 (1 - updates * steps_per_epoch / total_steps): epoch k of 4 logs the rate
+    its update used, from the checkpointed update count alone."""
+    rows, cfg = fit(tmp_path, "algorithm=ppo_lag", "total_steps=800")
+    assert cfg["preconditioner"]["lr_decay"] == "linear"
+    lr0 = cfg["preconditioner"]["lr"]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([lr0 * (1 - k / 4) for k in range(4)], rel=1e-6)
+
+
+def test_kfcpo_paper_preset_is_the_literal_reading(tmp_path: Path) -> None:
+    """Minibatches of 128 with the rollback guard and the paper's K-FAC settings; it runs
+    end to end and logs its rollback rate (docs/algorithm.md 3)."""
+    rows, cfg = fit(tmp_path, "algorithm=kfcpo_paper")
+    assert cfg["minibatch_size"] == 128
+    assert cfg["guard"] == {"name": "kl_rollback", "target_kl": 0.01, "epoch_kl": 0.0}
+    assert cfg["preconditioner"]["quad_mode"] == "kfac" and cfg["blender"]["to_boundary"] is False
+    assert all(0.0 <= float(r["rollback_frac"]) <= 1.0 for r in rows)
+    assert all(float(r["policy_steps"]) > 1 for r in rows)

@@ -63,7 +63,7 @@ def collect(env_id: str, steps: int, num_envs: int, seed: int) -> tuple[Rollout,
     module = SafeRLModule(cfg)
     vector = "sync" if num_envs == 1 else "async"
     envs = make_vector_env(env_id, num_envs, seed=seed, vector=vector)
-    gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+    gae_cfg = GAEConfig.from_config(cfg)
     collector = RolloutCollector(
         envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
         steps // num_envs, gae_cfg, seed,

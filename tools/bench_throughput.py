@@ -68,7 +68,7 @@ def plain_epochs(overrides: list[str]) -> list[float]:
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     torch.manual_seed(cfg.seed)
     envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=cfg.seed, vector=cfg.env.vector)
-    gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+    gae_cfg = GAEConfig.from_config(cfg)
     collector = RolloutCollector(
         envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
         cfg.steps_per_epoch // cfg.env.num_envs, gae_cfg, cfg.seed,

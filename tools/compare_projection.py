@@ -59,7 +59,7 @@ def build_module(args: argparse.Namespace, seed: int) -> SafeRLModule:
 def collect(module: SafeRLModule, steps: int, num_envs: int, seed: int) -> Batch:
     cfg = module.cfg
     envs = make_vector_env(cfg.env.id, num_envs, seed=seed, vector="sync")
-    gae_cfg = GAEConfig(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv)
+    gae_cfg = GAEConfig.from_config(cfg)
     collector = RolloutCollector(envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
                                  steps // num_envs, gae_cfg, seed)
     try:

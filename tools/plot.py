@@ -109,7 +109,9 @@ def read_run(path: Path) -> Run:
         if not math.isnan(step):
             by_step[step] = row  # a repeated step (e.g. a re-logged epoch): keep the last
     steps = np.array(sorted(by_step))
-    metrics = {k: np.array([_float(by_step[s].get(k)) for s in steps]) for k, _ in METRICS}
+    # Every column (the plotted ones and the diagnostics that tables report beside them).
+    columns = sorted({k for row in rows for k in row if k} | {k for k, _ in METRICS})
+    metrics = {k: np.array([_float(by_step[s].get(k)) for s in steps]) for k in columns}
     return Run(path=path, config=config, steps=steps, metrics=metrics)
 
 

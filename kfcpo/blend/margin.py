@@ -1,4 +1,4 @@
-"""Margin-aware blender (SPEC 2.3): sigmoid-weighted reward/cost blend with conflict projection.
+"""Margin-aware blender (docs/algorithm.md 2.2, 3.4): sigmoid-weighted blend, projection on conflict.
 
 u_r = x_r (reward ascent), u_c = -x_c (cost descent). When they conflict (<u_r, u_c> < 0)
 one is projected orthogonal to the other (`project`), then u = (1 - w_c) u_r + w_c u_c with
@@ -22,7 +22,7 @@ import torch
 from kfcpo.blend.base import Blender, Directions
 from kfcpo.precond.base import Preconditioner
 
-PROJECT_MODES = ("cost", "reward", "both", "none")
+PROJECT_MODES = ("cost", "reward", "both", "none", "adaptive")
 INNER_PRODUCTS = ("euclidean", "fisher")
 # The quadratic KL model is KL ~= 0.5 * u^T F u; the factor 2 inverts the 0.5.
 KL_QUAD_FACTOR = 2.0
@@ -51,6 +51,15 @@ def _reject(v: torch.Tensor, onto: torch.Tensor, metric_onto: torch.Tensor) -> t
     return v - (_dot(v, metric_onto) / nn) * onto
 
 
+def _unit(v: torch.Tensor, metric_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v, M v) scaled so that v^T M v = 1 (unchanged when v has no usable norm)."""
+    norm2 = _dot(v, metric_v)
+    if not (norm2 > 0.0 and math.isfinite(norm2)):
+        return v, metric_v
+    scale = 1.0 / math.sqrt(norm2)
+    return v * scale, metric_v * scale
+
+
 class MarginBlender(Blender):
     """KFCPO's blender.
 
@@ -60,8 +69,16 @@ class MarginBlender(Blender):
         normalize: True: w_c = sigmoid(k (Jc - lambda d) / d) (this spec: k means the same at
             any cost limit); False: the seed's sigmoid(k (Jc - lambda d)).
         project: on conflict, "cost" projects u_c orthogonal to u_r (seed), "reward" u_r
-            orthogonal to u_c, "both" each against the original other, "none" neither.
+            orthogonal to u_c, "both" each against the original other, "none" neither;
+            "adaptive": "cost" while w_c < 0.5 (below the margin centre, reward leads) and
+            "reward" from w_c >= 0.5 on (cost leads: the reward part must not undo it).
         target_kl: delta of the quadratic trust region 0.5 step^T F step <= delta.
+        to_boundary: False: nu = min(1, sqrt(2 delta / quad(u))) (the seed: a step is never
+            enlarged); True: nu = sqrt(2 delta / quad(u)), every step reaches the region's
+            boundary as in TRPO and CPO.
+        unit_directions: scale u_r and u_c to unit norm in the `inner` metric before the
+            blend, so w_c is the cost direction's share of the step whatever the two
+            gradients' magnitudes (False: the seed's blend of the raw directions).
         inner: "euclidean" (spec) or "fisher" inner product for the conflict test, the
             projection and cos_rc (module docstring).
 
@@ -86,6 +103,8 @@ class MarginBlender(Blender):
         project: str = "cost",
         target_kl: float = 0.01,
         inner: str = "euclidean",
+        to_boundary: bool = False,
+        unit_directions: bool = False,
     ) -> None:
         if not (isinstance(k, int | float) and math.isfinite(k) and k > 0):
             raise ValueError(f"k must be a finite number > 0, got {k!r}")
@@ -99,6 +118,10 @@ class MarginBlender(Blender):
             raise ValueError(f"target_kl must be a finite number > 0, got {target_kl!r}")
         if inner not in INNER_PRODUCTS:
             raise ValueError(f"inner must be one of {', '.join(INNER_PRODUCTS)}; got {inner!r}")
+        for key, flag in (("to_boundary", to_boundary), ("unit_directions", unit_directions)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{key} must be true or false, got {flag!r}")
+        self.to_boundary, self.unit_directions = to_boundary, unit_directions
         self.k, self.margin, self.normalize = float(k), float(margin), normalize
         self.inner = inner
         self.project, self.target_kl = project, float(target_kl)
@@ -119,14 +142,18 @@ class MarginBlender(Blender):
         return _sigmoid(self.k * excess / cost_limit)
 
     def project_directions(
-        self, u_r: torch.Tensor, u_c: torch.Tensor, f_r: torch.Tensor, f_c: torch.Tensor
+        self, u_r: torch.Tensor, u_c: torch.Tensor, f_r: torch.Tensor, f_c: torch.Tensor, w_c: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(u_r', u_c', projected): the conflict rule of `project`, against the originals.
-        f_r, f_c are the metric applied to u_r, u_c (themselves when Euclidean)."""
-        if self.project == "none" or not _dot(u_r, f_c) < 0.0:
+        f_r, f_c are the metric applied to u_r, u_c (themselves when Euclidean); w_c picks
+        the rule of the "adaptive" mode."""
+        mode = self.project
+        if mode == "adaptive":
+            mode = "reward" if w_c >= 0.5 else "cost"
+        if mode == "none" or not _dot(u_r, f_c) < 0.0:
             return u_r, u_c, False
-        new_r = _reject(u_r, u_c, f_c) if self.project in ("reward", "both") else u_r
-        new_c = _reject(u_c, u_r, f_r) if self.project in ("cost", "both") else u_c
+        new_r = _reject(u_r, u_c, f_c) if mode in ("reward", "both") else u_r
+        new_c = _reject(u_c, u_r, f_r) if mode in ("cost", "both") else u_c
         return new_r, new_c, True
 
     def metric_images(self, d: Directions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +171,8 @@ class MarginBlender(Blender):
         q = float(precond.quad(u))
         if not (q > 0.0 and math.isfinite(q)):
             return 0.0
-        return min(MAX_NU, math.sqrt(KL_QUAD_FACTOR * self.target_kl / q))
+        nu = math.sqrt(KL_QUAD_FACTOR * self.target_kl / q)
+        return nu if self.to_boundary else min(MAX_NU, nu)
 
     # -- the contract ------------------------------------------------------------------
     def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
@@ -154,7 +182,9 @@ class MarginBlender(Blender):
         f_r, f_c = self.metric_images(d)
         w_c = self.cost_weight(d.ep_cost, d.cost_limit)
         cos_rc = self._cos(u_r, u_c, f_r, f_c)
-        u_r, u_c, projected = self.project_directions(u_r, u_c, f_r, f_c)
+        if self.unit_directions:
+            (u_r, f_r), (u_c, f_c) = _unit(u_r, f_r), _unit(u_c, f_c)
+        u_r, u_c, projected = self.project_directions(u_r, u_c, f_r, f_c, w_c)
         u = (1.0 - w_c) * u_r + w_c * u_c
         nu = self.step_size(u, precond)
         self._record(w_c=w_c, nu=nu, projected_frac=float(projected), cos_rc=cos_rc)

@@ -6,7 +6,7 @@ onto the linearized cost half-space.
 
 `projection: kl` takes L = H (the KL projection: L^-1 g_c = x_c from the preconditioner,
 the paper's main variant); `projection: l2` takes L = I (L^-1 g_c = g_c). The reward step is
-along F^-1 g (x_r), not F g: a known defect of one popular implementation (SPEC 2.5).
+along F^-1 g (x_r), not F g: a known defect of one popular implementation (docs/algorithm.md 5).
 The step lies on or inside {x : c + g_c . x <= 0}; unlike CPO it may leave the trust region
 (the projection can lengthen it), which the line-search guard then checks by measured KL.
 

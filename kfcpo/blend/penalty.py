@@ -7,7 +7,7 @@ surrogates are the pessimistic PPO clip: the reward one the smaller value, the c
 larger (the cost ratio is clipped too, as in the paper). The paper writes the minimization
 form L_R + kappa max(0, L_C) with L_C = E[...] + (1 - gamma)(Jc - d); with standardized
 advantages the (1 - gamma) scale is not used here, the constraint term is c = Jc - d as in
-SPEC 2.1 (and as in the common public reference implementation).
+docs/algorithm.md 5 (and as in the common public reference implementation).
 
 The cost is folded into the objective (`needs_cost_direction = False`), so any
 preconditioner gives the step: with `identity` it goes through Adam, as in the paper;

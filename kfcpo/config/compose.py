@@ -7,6 +7,7 @@ from one component to another (e.g. `preconditioner.name=cg` over a K-FAC preset
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,37 @@ from kfcpo.config.errors import ConfigError
 from kfcpo.config.schema import Config
 from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots
 
+CONFIG_VALID = "a YAML file of keys, e.g. conf/button.yaml"
+
 
 def read_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config: no such file '{path}'")
+    if os.path.isdir(p):
+        inside = sorted(f.name for f in p.glob("*.yaml"))
+        there = f" (YAML files there: {', '.join(inside)})" if inside else ""
+        raise ConfigError(f"--config: '{path}' is a folder; expected {CONFIG_VALID}{there}")
+    if not os.path.isfile(p):
+        raise ConfigError(f"--config: no such file '{path}'; expected {CONFIG_VALID}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problem = "is not a text file (not UTF-8)"
+    except OSError as err:
+        problem = f"cannot be read ({err.strerror})"
+    else:
+        problem = ""
+    if problem:
+        raise ConfigError(f"--config: '{path}' {problem}; expected {CONFIG_VALID}")
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"--config: '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--config: '{path}' is not valid YAML{where}: {what}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--config: '{path}' must hold a mapping of keys, not {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"--config: '{path}' must hold a mapping of keys (as conf/button.yaml), not {kind}")
     return data
 
 

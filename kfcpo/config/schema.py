@@ -16,17 +16,21 @@ class EnvConfig:
     num_envs: int = 1
     vector: str = "sync"  # sync | async (subprocesses)
     normalize_obs: bool = True
-    obs_clip: float = 10.0
+    obs_clip: float = 5.0  # normalized observations clipped to +-5 (OmniSafe's obs normalizer)
 
 
 @dataclass
 class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
-    init_log_std: float = -0.5
+    init_log_std: float = 0.0  # sigma 1 at the start (OmniSafe's Gaussian actor)
     critic_lr: float = 1e-3
     critic_iters: int = 10  # passes over the epoch's data for V_r and V_c
     critic_minibatch_size: int = 128
+    # OmniSafe's critic_norm_coef and max_grad_norm: an L2 term on the critics' weights and
+    # a clip of their gradient norm (0 turns either off).
+    critic_l2: float = 1e-3
+    critic_max_grad_norm: float = 40.0
 
 
 @dataclass
@@ -67,6 +71,13 @@ class Config:
     cost_gamma: float = 0.99
     gae_lambda: float = 0.95
     standardize_adv: bool = True
+    # Cost advantages: "center" (subtract the mean; OmniSafe's buffer), "standardize" (also
+    # divide by the std, as the reward's) or "none". Centring keeps the cost signal's own
+    # scale, which the constrained blenders weigh against the reward (docs/algorithm.md).
+    cost_adv: str = "center"
+    # Jc, the episode-cost estimate every blender reads: the mean cost of the last
+    # `cost_window` finished episodes over all ranks (OmniSafe's logger window_lens: 100).
+    cost_window: int = 100
     update_iters: int = 10
     minibatch_size: int = 128
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -4,7 +4,9 @@ before any environment starts, as a one-line ConfigError naming the key."""
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +18,7 @@ from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 VECTOR_MODES = ("sync", "async")
+COST_ADV_MODES = ("center", "standardize", "none")
 # Trainer arguments kfcpo sets itself, with the config key that controls each.
 MANAGED_TRAINER_KEYS = {
     "max_epochs": "total_steps / steps_per_epoch",
@@ -50,6 +53,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("gamma", _unit, "in (0, 1]"),
     ("cost_gamma", _unit, "in (0, 1]"),
     ("gae_lambda", lambda x: 0 <= x <= 1, "in [0, 1]"),
+    ("cost_adv", _choice(COST_ADV_MODES), f"one of {', '.join(COST_ADV_MODES)}"),
+    ("cost_window", _positive, "an integer >= 1 (episodes)"),
     ("update_iters", _positive, "an integer >= 1"),
     ("minibatch_size", lambda x: x >= 0, "an integer >= 0 (0 = the whole rollout)"),
     ("model.hidden", lambda x: len(x) > 0 and all(h > 0 for h in x), "a non-empty list of sizes >= 1"),
@@ -57,6 +62,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.critic_lr", _positive, "> 0"),
     ("model.critic_iters", lambda x: x >= 0, "an integer >= 0"),
     ("model.critic_minibatch_size", _positive, "an integer >= 1"),
+    ("model.critic_l2", lambda x: x >= 0, ">= 0 (0 = off)"),
+    ("model.critic_max_grad_norm", lambda x: x >= 0, ">= 0 (0 = off)"),
     ("logger.wandb.mode", _choice(WANDB_MODES), f"one of {', '.join(WANDB_MODES)}"),
     ("checkpoint.every_n_epochs", _positive, "an integer >= 1"),
 ]
@@ -146,6 +153,51 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
             raise ConfigError(f"trainer.{key}: set by kfcpo from {MANAGED_TRAINER_KEYS[key]}")
         if key not in accepted:
             raise ConfigError(f"trainer.{key}: not an argument of lightning.pytorch.Trainer")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` itself or its closest ancestor that exists (as anything: file, folder, link)."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(".")
+
+
+def _check_creatable(target: Path, folder: Path, key: str, valid: str) -> None:
+    """`folder` (holding or being `target`) exists as a writable folder or can be made."""
+    existing = _nearest_existing(folder)
+    if not os.path.isdir(existing):
+        what = "a file" if os.path.isfile(existing) else "not a folder"
+        if existing == target:
+            raise ConfigError(f"{key}: '{target}' is {what}; expected {valid}")
+        raise ConfigError(
+            f"{key}: cannot create '{target}': '{existing}' is {what}, not a folder; expected {valid}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        to_create = "" if existing == target else f" (to create '{target}')"
+        raise ConfigError(
+            f"{key}: no permission to write in '{existing}'{to_create}; give a path you can write to"
+        )
+
+
+def check_folder_path(path: str | Path, key: str, valid: str) -> Path:
+    """`path` as a folder kfcpo can create (with its parents) or write in; a one-line
+    ConfigError naming `key` and `valid` (what to give instead) if not. Creates nothing."""
+    p = Path(path)
+    _check_creatable(p, p, key, valid)
+    return p
+
+
+def check_file_path(path: str | Path, key: str, valid: str) -> Path:
+    """`path` as a file kfcpo can create (with its folders) or replace; a one-line
+    ConfigError naming `key` and `valid` if not. Creates nothing."""
+    p = Path(path)
+    if os.path.isdir(p):
+        raise ConfigError(f"{key}: '{p}' is a folder; expected {valid}")
+    if os.path.lexists(p) and not os.access(p, os.W_OK):
+        raise ConfigError(f"{key}: no permission to write '{p}'; give a path you can write to")
+    _check_creatable(p, p.parent, key, valid)
+    return p
 
 
 def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> None:

@@ -38,6 +38,7 @@ class EpochStats:
     ep_cost_sum: float
     ep_len_sum: float
     episodes: int
+    ep_costs: list[float]  # each finished episode's cost, in the order they finished
     env_steps: int
     rollout_s: float
     policy_version: int  # the module's update count when the rollout was collected

@@ -29,7 +29,12 @@ class GAEConfig:
     gamma: float
     cost_gamma: float
     lam: float
-    standardize: bool
+    standardize: bool  # reward advantages: zero mean, unit std
+    cost_adv: str = "center"  # cost advantages: center | standardize | none
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> GAEConfig:
+        return cls(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv, cfg.cost_adv)
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
@@ -37,6 +42,14 @@ def standardize(x: torch.Tensor) -> torch.Tensor:
     mean = all_mean(x.mean())
     var = all_mean(((x - mean) ** 2).mean())
     return (x - mean) / (var.sqrt() + STD_EPS)
+
+
+def center(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean over all ranks' samples, the scale left as it is."""
+    return x - all_mean(x.mean())
+
+
+COST_ADV_SCALINGS = {"standardize": standardize, "center": center, "none": lambda x: x}
 
 
 class RolloutCollector:
@@ -105,6 +118,7 @@ class RolloutCollector:
         boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
         sums = np.zeros(3)  # return, cost, length over finished episodes
         episodes = 0
+        ep_costs: list[float] = []  # each finished episode's cost, for the Jc window
         start_stats = self.normalizer.rms.state_dict()
         epoch_stats = RunningMeanStd(self.normalizer.rms.shape)
         for t in range(T):
@@ -136,6 +150,7 @@ class RolloutCollector:
                 boot_r[t, i], boot_c[t, i] = v_r[0], v_c[0]
             for i in np.flatnonzero(done):
                 sums += (self.ep_ret[i], self.ep_cost[i], self.ep_len[i])
+                ep_costs.append(float(self.ep_cost[i]))
                 episodes += 1
                 self.ep_ret[i] = self.ep_cost[i] = self.ep_len[i] = 0
             if self.on_progress is not None:
@@ -149,6 +164,7 @@ class RolloutCollector:
             ep_cost_sum=float(sums[1]),
             ep_len_sum=float(sums[2]),
             episodes=episodes,
+            ep_costs=ep_costs,
             env_steps=T * N,
             rollout_s=time.perf_counter() - start,
             policy_version=policy_version,
@@ -180,9 +196,8 @@ class RolloutCollector:
             next_values = torch.where(torch.isnan(boot), next_values, boot)
             adv, ret = gae(grid[key], values, next_values, grid["term"], grid["end"], gamma, cfg.lam)
             out[key] = (adv.reshape(-1), ret.reshape(-1))
-        adv_r, adv_c = out["r"][0], out["c"][0]
-        if cfg.standardize:
-            adv_r, adv_c = standardize(adv_r), standardize(adv_c)
+        adv_r = standardize(out["r"][0]) if cfg.standardize else out["r"][0]
+        adv_c = COST_ADV_SCALINGS[cfg.cost_adv](out["c"][0])
         return Batch(
             obs=obs.reshape(-1, obs.shape[-1]),
             act=act.reshape(-1, act.shape[-1]),

@@ -117,6 +117,14 @@ class Proposal:
 
 
 class Guard(ABC):
+    """Decides whether each proposed step is committed (`commit` / `propose`) and when the
+    epoch's policy updates end (`stop`, given the KL of the policy from the rollout policy
+    over the whole rollout). The update loop asks `stop` after every pass, and also after
+    every step that moved the policy when `check_every_step` is True."""
+
+    #: ask `stop` after every committed step (True) or only after every pass (False)
+    check_every_step: bool = True
+
     def begin_epoch(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -130,8 +138,8 @@ class Guard(ABC):
         return self.commit(mover, proposal.step, mb)
 
     def stop(self, kl_from_rollout: float) -> bool:
-        """After each minibatch, given the KL of the policy from the rollout policy on
-        that minibatch (the same on all ranks): True ends the epoch's policy updates."""
+        """Given the KL of the policy from the rollout policy on the whole rollout (the
+        same on all ranks): True ends the epoch's policy updates."""
         return False
 
     def metrics(self) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""Early stop (PPO family): every step is taken; the epoch's policy updates end at the
-first minibatch whose KL from the rollout policy exceeds the target."""
+"""Early stop (PPO family): every step is taken; the epoch's policy updates end after the
+first pass that leaves the policy's KL from the rollout policy, measured on the whole
+rollout, above the target (OmniSafe's kl_early_stop checks once per pass, on all data)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from kfcpo.guard.base import Guard, PolicyMover
 
 
 class EarlyStop(Guard):
+    check_every_step = False
     def __init__(self, target_kl: float = 0.02) -> None:
         if target_kl <= 0:
             raise ValueError(f"target_kl: got {target_kl}; expected > 0")

@@ -1,4 +1,4 @@
-"""Minibatch KL rollback guard (SPEC 2.4).
+"""KL rollback guard (docs/algorithm.md 2.3, 3.3).
 
 Each proposed step is applied, KL(pi_new || pi_old) is measured on the minibatch's states,
 and the step is undone exactly (parameters and optimizer state, via the PolicyMover) when

@@ -36,6 +36,10 @@ class Preconditioner(ABC):
     def quad(self, v: torch.Tensor) -> torch.Tensor:
         """v^T F v (a 0-dim tensor) under the same approximation as `solve`."""
 
+    def set_progress(self, fraction: float) -> None:  # noqa: B027 - optional hook
+        """Called before each epoch's update with the fraction of the step budget done
+        (for schedules such as a decaying learning rate)."""
+
     def apply_step(self, step: torch.Tensor) -> None:
         """theta <- theta + step."""
         set_flat(self.actor, get_flat(self.actor) + step)

@@ -1,4 +1,4 @@
-"""K-FAC preconditioner (SPEC 2.2): per-layer Kronecker factors of the policy's Fisher.
+"""K-FAC preconditioner (docs/algorithm.md 2.1, 3.2): per-layer Kronecker factors of the policy's Fisher.
 
 For every Linear layer l of `actor.mean_net`, with input a (a 1 appended for the bias)
 and pre-activation output s, the Fisher block of the augmented weight [W | b] (PyTorch's
