@@ -24,3 +24,11 @@ class CostAscendingMargin(MarginBlender):
     def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
         flipped = Directions(d.g_r, d.x_r, -d.g_c, -d.x_c, d.ep_cost, d.cost_limit)
         return super().blend(flipped, precond)
+
+
+class RewardDescendingMargin(MarginBlender):
+    """KFCPO's blender with the reward direction negated (a negative control)."""
+
+    def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
+        flipped = Directions(-d.g_r, -d.x_r, d.g_c, d.x_c, d.ep_cost, d.cost_limit)
+        return super().blend(flipped, precond)

@@ -17,9 +17,9 @@ def test_every_variant_is_measured_and_the_policy_is_left_as_it_was() -> None:
     module = compare_projection.build_module(args, seed=0)
     batch = compare_projection.collect(module, steps=300, num_envs=1, seed=0)
     before = {k: v.clone() for k, v in module.actor.state_dict().items()}
-    rows = compare_projection.compare(module, batch, jc_units=[0.7, 2.0], seed=0)
+    rows = compare_projection.compare(module, batch, jc_units=[0.7, 2.0], seed=0, minibatch_size=128)
     assert set(rows) == {(inner, jc) for inner in INNER_PRODUCTS for jc in (0.7, 2.0)}
-    minibatches = -(-300 // int(module.cfg.minibatch_size))
+    minibatches = -(-300 // 128)
     for values in rows.values():
         assert len(values) == minibatches
         for projected, raised, d_c, _, kl in values:

@@ -68,17 +68,21 @@ def collect(module: SafeRLModule, steps: int, num_envs: int, seed: int) -> Batch
         envs.close()
 
 
-def compare(module: SafeRLModule, batch: Batch, jc_units: list[float], seed: int) -> dict[tuple, list]:
-    """Per (inner, Jc / d): a row (projected, cost raised, dL_c, dL_r, KL) per minibatch."""
+def compare(
+    module: SafeRLModule, batch: Batch, jc_units: list[float], seed: int, minibatch_size: int = 128
+) -> dict[tuple, list]:
+    """Per (inner, Jc / d): a row (projected, cost raised, dL_c, dL_r, KL) per minibatch of
+    `minibatch_size` states (0 = the whole rollout)."""
     actor, precond = module.actor, module.precond
     params, mover = params_of(actor), PolicyMover(actor, precond)
     params_cfg = {k: v for k, v in module.cfg.blender.items() if k != "name"}
     blenders = {inner: MarginBlender(**{**params_cfg, "inner": inner}) for inner in INNER_PRODUCTS}
     cost_limit = float(module.cfg.cost_limit)
     rollout_policy = mover.old_distribution(batch.obs)
-    before = [float(v) for v in module.blender.surrogates(actor, batch)]
+    with torch.no_grad():
+        before = [float(v) for v in module.blender.surrogates(actor, batch)]
     rows: dict[tuple, list] = defaultdict(list)
-    for idx in minibatches(batch, int(module.cfg.minibatch_size), torch.Generator().manual_seed(seed)):
+    for idx in minibatches(batch, minibatch_size, torch.Generator().manual_seed(seed)):
         mb = batch.select(idx)
         precond.update(mb.obs)
         loss_r, loss_c = module.blender.surrogates(actor, mb)
@@ -105,6 +109,8 @@ def main() -> None:
     parser.add_argument("--env", default="SafetyPointGoal1-v0", help="task (without --checkpoint)")
     parser.add_argument("--steps", type=int, default=4000, help="rollout length per seed")
     parser.add_argument("--num-envs", type=int, default=2)
+    parser.add_argument("--minibatch-size", type=int, default=128,
+                        help="states per blended step (0 = the whole rollout)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jc", type=float, nargs="+", default=[0.7, 2.0],
                         help="episode costs, in units of the cost limit, to blend at")
@@ -114,7 +120,7 @@ def main() -> None:
     for seed in args.seeds:
         module = build_module(args, seed)
         batch = collect(module, args.steps, args.num_envs, seed)
-        for key, values in compare(module, batch, args.jc, seed).items():
+        for key, values in compare(module, batch, args.jc, seed, args.minibatch_size).items():
             rows[key].extend(values)
     source = args.checkpoint or f"fresh policies on {args.env}"
     print(f"{source}; seeds {args.seeds}; {args.steps} steps each; whole-rollout surrogate change "
