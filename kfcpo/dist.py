@@ -32,6 +32,15 @@ def all_mean(t: torch.Tensor) -> torch.Tensor:
     return t if n == 1 else _reduce(t, torch_dist.ReduceOp.SUM) / n
 
 
+def all_mean_each(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over ranks, in one all-reduce of their concatenation (one per
+    tensor costs a round trip each). The list itself on one process."""
+    if world_size() == 1:
+        return ts
+    flat = all_mean(torch.cat([t.reshape(-1) for t in ts]))
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in ts]), ts, strict=True)]
+
+
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t if world_size() == 1 else _reduce(t, torch_dist.ReduceOp.SUM)
 
