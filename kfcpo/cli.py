@@ -1,4 +1,5 @@
-"""`kfcpo fit`, `kfcpo eval`, `kfcpo registry`: the command line. Config errors exit 2, one line."""
+"""`kfcpo fit`, `kfcpo eval`, `kfcpo export`, `kfcpo registry`, `kfcpo --version`: the command
+line. Config errors exit 2, one line."""
 
 from __future__ import annotations
 
@@ -13,8 +14,23 @@ from kfcpo.registry import FAMILIES, Catalogue, RegistryError, default_roots
 EXIT_CONFIG = 2
 
 
+class _Version(argparse.Action):
+    """`--version`, worked out only when asked: a checkout's commit costs a git call."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the kfcpo version (and the git commit of a checkout) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from kfcpo.version import describe
+
+        print(describe())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kfcpo", description="Safe RL on Lightning: KFCPO and baselines")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="train an agent", description="kfcpo fit --config FILE [key=value ...]")
     fit.add_argument("--config", "-c", help="experiment YAML (e.g. conf/button.yaml)")
@@ -31,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-steps", type=int, help="cap steps per episode (default: the env's limit)")
     ev.add_argument("--camera", help="camera name (default: fixedfar on navigation tasks)")
     ev.add_argument("--wandb", action="store_true", help="log stats and video to wandb if the run used it")
+    ex = sub.add_parser(
+        "export", help="write a standalone policy (TorchScript or ONNX) for use without kfcpo",
+        description="kfcpo export CHECKPOINT -o FILE [--format torchscript|onnx] [--stochastic]",
+    )
+    ex.add_argument("checkpoint", help="a kfcpo checkpoint, e.g. runs/.../checkpoints/last.ckpt")
+    ex.add_argument("--output", "-o", required=True, help="the file to write, e.g. policy.pt or policy.onnx")
+    ex.add_argument("--format", "-f", choices=("torchscript", "onnx"),
+                    help="default: onnx for an -o ending in .onnx, torchscript otherwise")
+    ex.add_argument("--stochastic", action="store_true",
+                    help="sample the action (mean + std * noise) instead of the mean")
     reg = sub.add_parser("registry", help="list the component catalogue")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     return parser
@@ -57,6 +83,16 @@ def _print_registry(family: str | None) -> None:
                 print(f"  {'':<14} not with: {' + '.join(rule.traits)} ({rule.why})")
 
 
+def _export(args: argparse.Namespace) -> int:
+    from kfcpo.export import export  # torch and the envs only when exporting
+
+    fmt = args.format or ("onnx" if args.output.lower().endswith(".onnx") else "torchscript")
+    out = export(args.checkpoint, args.output, fmt, stochastic=args.stochastic)
+    action = "sampled" if args.stochastic else "mean"
+    print(f"exported {args.checkpoint} to {out} ({fmt}, {action} action; raw float64 observations in)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -72,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                 camera=args.camera, wandb=args.wandb,
             )
             return 0
+        if args.command == "export":
+            return _export(args)
         cfg, _ = load_config(args.config, args.overrides)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")

@@ -185,21 +185,31 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 
 def log_to_wandb(result: dict[str, Any], cfg: DictConfig, run_dir: Path) -> bool:
-    """Log the stats (and video) to wandb if the training run used it; False if not."""
-    from kfcpo.train import wandb_mode  # lightning and wandb only when asked for
+    """Log the stats (and video) to wandb if the training run used it; False if not.
 
-    saved = cfg.logger.wandb.mode
-    if wandb_mode(saved) is None:
-        print(f"kfcpo: note: the run had logger.wandb.mode={saved}; nothing logged to wandb", file=sys.stderr)
+    The run's own project, entity, group and tags, under the same WANDB_* environment
+    variables as training (kfcpo.wandb_run), so the eval lands beside its training run."""
+    from dataclasses import replace
+
+    # lightning and wandb only when asked for
+    from kfcpo.wandb_run import auto_mode, resolve, resolve_mode, run_config
+
+    mode, source = resolve_mode(cfg)
+    if mode == "disabled":
+        said = f"the run had {source}=disabled" if source.startswith("logger.") else f"{source}=disabled"
+        print(f"kfcpo: note: {said}; nothing logged to wandb", file=sys.stderr)
         return False
     import wandb
 
-    # An explicitly offline run stays offline; otherwise online only with an API key.
-    mode = "offline" if saved == "offline" else wandb_mode("auto")
-    w = cfg.logger.wandb
+    setup = resolve(cfg, run_dir)
+    assert setup is not None  # the mode is not disabled
+    if source == "logger.wandb.mode" and mode == "online":
+        # The run's own `online` may come from another machine: online here only with an
+        # API key, so an eval never waits on a login (an explicit WANDB_MODE still wins).
+        setup = replace(setup, mode=auto_mode())
+    kwargs = setup.init_kwargs()
     run = wandb.init(
-        project=w.project, entity=w.entity, group=w.group, tags=[*w.tags, "eval"],
-        job_type="eval", dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg),
+        **{**kwargs, "tags": [*kwargs["tags"], "eval"]}, job_type="eval", config=run_config(cfg),
     )
     data: dict[str, Any] = {f"eval/{k}": v for k, v in result.items() if k.endswith(("_mean", "_std"))}
     if result["video"]:
@@ -240,6 +250,10 @@ def evaluate(
         check_file_path(video, "--video", VIDEO_VALID)
     policy = load_policy(checkpoint)
     cfg = policy.config
+    if wandb:  # a WANDB_MODE wandb would refuse: the one-line error before any episode runs
+        from kfcpo.wandb_run import resolve_mode
+
+        resolve_mode(cfg)
     seed = int(cfg.seed) + EVAL_SEED_OFFSET if seed is None else seed
     env = make_eval_env(cfg.env.id, seed, max_steps, render=video is not None, camera=camera)
     writer = None

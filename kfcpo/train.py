@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import netrc
 import os
 import re
 import shutil
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +28,8 @@ from kfcpo.config import ConfigError
 from kfcpo.config.validate import check_folder_path
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
+from kfcpo.version import run_info
+from kfcpo.wandb_run import build_wandb_logger, resolve_mode
 
 TRAINER_DEFAULTS = {"accelerator": "cpu", "devices": 1}
 LAST_NAME = "last"  # checkpoints/last.ckpt
@@ -43,21 +45,6 @@ RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.
 def default_out_dir(cfg: DictConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{cfg.algorithm}-{cfg.env.id}-s{cfg.seed}"
-
-
-def wandb_mode(mode: str) -> str | None:
-    """`auto` is online with an API key (env or ~/.netrc) and offline otherwise, so a
-    machine without network never waits on wandb's login."""
-    if mode == "disabled":
-        return None
-    if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return "offline"
 
 
 class ContinuedCSVLogger(CSVLogger):
@@ -104,28 +91,26 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
         else ContinuedCSVLogger(str(out_dir), resumed_epoch)
     )
     loggers: list[Logger] = [csv_logger]
-    mode = wandb_mode(cfg.logger.wandb.mode)
-    if mode is not None:
-        w = cfg.logger.wandb
-        loggers.append(
-            QuietWandbLogger(
-                project=w.project, entity=w.entity, group=w.group, tags=list(w.tags),
-                save_dir=str(out_dir), mode=mode, config=OmegaConf.to_container(cfg),
-            )
-        )
+    wandb_logger = build_wandb_logger(cfg, out_dir)  # None: off by the config or WANDB_MODE
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
     return loggers
 
 
-class QuietWandbLogger(WandbLogger):
-    """Lightning's WandbLogger without the `anonymous=None` it always passes to `wandb.init`
-    (kfcpo passes none), which wandb (0.31 here) answers on every run with "The anonymous
-    setting has no effect and will be removed in a future version"."""
+class RecordVersion(Callback):
+    """Every checkpoint names the kfcpo that wrote it (`kfcpo_version`, a top-level key
+    beside Lightning's own), so an exported or evaluated policy can say what trained it."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        init = getattr(self, "_wandb_init", None)
-        if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
-            del init["anonymous"]
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["kfcpo_version"] = run_info()["kfcpo_version"]
+
+
+def write_run_config(cfg: DictConfig, path: Path) -> None:
+    """config.yaml: the resolved config, then which kfcpo made the run (RUN_INFO_KEYS;
+    `kfcpo fit --config` drops those, so the file can be given back as a config)."""
+    info = yaml.safe_dump(run_info(), sort_keys=False)
+    path.write_text(f"{OmegaConf.to_yaml(cfg)}# the kfcpo that made this run (not config keys)\n{info}")
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -206,6 +191,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
         ),
         LastCheckpoint(ckpt_dir),
         EnvStepProgressBar(cfg.total_steps),
+        RecordVersion(),
     ]
     kwargs = {**TRAINER_DEFAULTS, **OmegaConf.to_container(cfg.trainer)}
     return pl.Trainer(
@@ -274,6 +260,7 @@ def fit(cfg: DictConfig) -> Path:
     is removed again if the run fails before training starts.
     """
     ckpt_path, resumed_epoch, resume_run = None, None, None
+    resolve_mode(cfg)  # a WANDB_MODE wandb would refuse: a one-line error before anything starts
     if cfg.resume:
         ckpt_path, ckpt = find_checkpoint(cfg.resume)
         check_compatible(ckpt, cfg)
@@ -289,7 +276,7 @@ def fit(cfg: DictConfig) -> Path:
     created = _first_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        OmegaConf.save(cfg, out_dir / CONFIG_FILE)
+        write_run_config(cfg, out_dir / CONFIG_FILE)
         module = SafeRLModule(cfg)
         trainer = build_trainer(cfg, out_dir, resumed_epoch)
     except BaseException:

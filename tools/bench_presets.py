@@ -1,11 +1,14 @@
-"""Update time per epoch of every algorithm preset on the same rollout, as ratios to kfcpo.
+"""Update time per epoch of every algorithm preset on the same rollout, as ratios to kfcpo
+and to the time of the rollout itself.
 
 One rollout is collected once (fresh policy, the preset-independent defaults: 2x64 tanh
 policy, observation normalization, GAE); then each preset starts from that same policy and
 critics and runs one epoch's update on it: the policy update (gradients, curvature,
-blend, guard, as `kfcpo.update.policy_update`) and the critics' regression. Presets are
-timed in turn within each repeat, and the median over repeats is reported (the machine is
-shared: ratios taken side by side drift less than absolute times).
+blend, guard, as `kfcpo.update.policy_update`) and the critics' regression. Each repeat
+collects the (same, seeded) rollout again, timing it, then times every preset in turn;
+medians over repeats are reported (the machine is shared: ratios taken side by side drift
+less than absolute times). `update / rollout` is the share of an epoch the update adds
+to the rollout it learns from.
 
     .venv/bin/python tools/bench_presets.py [--env SafetyPointButton1-v0] [--steps 20000]
         [--repeats 3] [--extra "cpo preconditioner.name=kfac" ...]
@@ -112,29 +115,32 @@ def main() -> None:
     if BASELINE not in rows:
         raise SystemExit(f"the baseline preset '{BASELINE}' is not in the catalogue")
 
-    t0 = time.perf_counter()
-    rollout, weights = collect(args.env, args.steps, args.num_envs, args.seed)
-    jc = rollout.stats.ep_cost_sum / max(rollout.stats.episodes, 1)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.env}, one rollout of "
-          f"{len(rollout.batch)} steps ({time.perf_counter() - t0:.1f} s, Jc = {jc:.1f} over "
-          f"{rollout.stats.episodes} episodes), median of {args.repeats}, load average {load}\n")
     timings = {row: Timing([], [], {}) for row in rows}
+    rollout_s = []
     for _ in range(args.repeats):
+        rollout, weights = collect(args.env, args.steps, args.num_envs, args.seed)
+        rollout_s.append(rollout.stats.rollout_s)
         for row in rows:
             policy_s, critic_s, work = one_update(row, rollout, weights, args)
             timings[row].policy_s.append(policy_s)
             timings[row].critic_s.append(critic_s)
             timings[row].work = work
     med = statistics.median
+    jc = rollout.stats.ep_cost_sum / max(rollout.stats.episodes, 1)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.env}, a rollout of "
+          f"{len(rollout.batch)} steps with {args.num_envs} envs (median {med(rollout_s):.2f} s, Jc = "
+          f"{jc:.1f} over {rollout.stats.episodes} episodes), median of {args.repeats}, "
+          f"load average {load}\n")
     base, base_policy = timings[BASELINE].total, med(timings[BASELINE].policy_s)
-    print("| preset | policy s | critic s | update s | update / kfcpo | policy / kfcpo "
-          "| policy steps | committed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | policy s | critic s | update s | update / rollout | update / kfcpo "
+          "| policy / kfcpo | policy steps | committed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row, t in timings.items():
         print(f"| {row} | {med(t.policy_s):.2f} | {med(t.critic_s):.2f} | {t.total:.2f} | "
-              f"{t.total / base:.2f}x | {med(t.policy_s) / base_policy:.1f}x | "
-              f"{t.work['policy_steps']:.0f} | {t.work['committed_frac']:.2f} |")
+              f"{t.total / med(rollout_s):.2f} | {t.total / base:.2f}x | "
+              f"{med(t.policy_s) / base_policy:.1f}x | {t.work['policy_steps']:.0f} | "
+              f"{t.work['committed_frac']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.schema import Config
 from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots
+from kfcpo.version import RUN_INFO_KEYS
 
 CONFIG_VALID = "a YAML file of keys, e.g. conf/button.yaml"
 
@@ -50,7 +51,9 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(f"--config: '{path}' must hold a mapping of keys (as conf/button.yaml), not {kind}")
-    return data
+    # A run's config.yaml records the kfcpo that made it beside the config: not config keys,
+    # dropped so that the file can be given back as --config.
+    return {k: v for k, v in data.items() if k not in RUN_INFO_KEYS}
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
