@@ -12,7 +12,7 @@ The step lies on or inside {x : c + g_c . x <= 0}; unlike CPO it may leave the t
 
 `rescale` (a kfcpo option, off in the paper): when the projected step's quadratic KL model
 0.5 x^T F x exceeds delta, shrink it onto the trust-region boundary, keeping its direction.
-With c = Jc - d in episode-cost units and standardized cost advantages, the projection's
+With c = Jc - d in episode-cost units and per-step cost advantages, the projection's
 length grows with c / s and is soon far outside the region: measured on a PointButton1
 rollout, Jc = 26 against d = 25 already put it beyond the reach of a 15-step backtracking
 search (0.8^14 ~ 0.044 of it still measured KL > 0.01), so the policy could not move

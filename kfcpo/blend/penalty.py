@@ -5,9 +5,9 @@
 with rho = pi_theta / pi_old, clip(rho) = clamp(rho, 1 - eps, 1 + eps) and c = Jc - d. Both
 surrogates are the pessimistic PPO clip: the reward one the smaller value, the cost one the
 larger (the cost ratio is clipped too, as in the paper). The paper writes the minimization
-form L_R + kappa max(0, L_C) with L_C = E[...] + (1 - gamma)(Jc - d); with standardized
-advantages the (1 - gamma) scale is not used here, the constraint term is c = Jc - d as in
-docs/algorithm.md 5 (and as in the common public reference implementation).
+form L_R + kappa max(0, L_C) with L_C = E[...] + (1 - gamma)(Jc - d); the (1 - gamma)
+scale is not used here, the constraint term is c = Jc - d as in the common public
+reference implementation (docs/algorithm.md 5).
 
 The cost is folded into the objective (`needs_cost_direction = False`), so any
 preconditioner gives the step: with `identity` it goes through Adam, as in the paper;
