@@ -33,7 +33,7 @@ MAX_COST_FACTOR = 3.0  # mean over seeds of the last 4 epochs' cost, in cost lim
 CONTROL = """description: test double, the cost direction reversed
 target: faulty_components.CostAscendingMargin
 params: {k: 10.0, margin: 0.7, normalize: true, project: adaptive, target_kl: 0.005, inner: fisher,
-         to_boundary: true, unit_directions: true}
+         unit_directions: true}
 """
 
 
