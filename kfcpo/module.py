@@ -120,7 +120,8 @@ class SafeRLModule(pl.LightningModule):
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
-        envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=seed, vector=cfg.env.vector)
+        envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=seed, vector=cfg.env.vector,
+                               workers=cfg.env.workers)
         gae_cfg = GAEConfig.from_config(cfg)
         self.collector = RolloutCollector(
             envs, self.actor, self.critic_r, self.critic_c, self.normalizer,

@@ -53,6 +53,10 @@ CASES = {
         "algorithm=ppo_lag", "env.vector=sync", f"env.id={SHORT_EPISODES}", NO_DECAY,
     ],
     "ppo_lag-async-goal": ["algorithm=ppo_lag", "env.vector=async", NO_DECAY],
+    # Two worker processes stepping two envs each: env states travel per block.
+    "ppo_lag-async-blocks-goal": [
+        "algorithm=ppo_lag", "env.vector=async", "env.num_envs=4", "env.workers=2", NO_DECAY,
+    ],
     "kfcpo-sync-goal": ["algorithm=kfcpo", "env.vector=sync"],
 }
 KILL_CASE = "ppo_lag-sync-short-episodes"

@@ -47,6 +47,7 @@ from plot import PlotError, Run, cost_limits, group_runs, load_runs, plot_runs
 
 import kfcpo
 from kfcpo.config import ConfigError, load_config
+from kfcpo.envs.layout import resolve_workers
 
 PROG = "tools/benchmark.py"
 METRICS_FILE = "metrics.csv"
@@ -151,8 +152,10 @@ def load_cell_configs(args: argparse.Namespace) -> list[DictConfig]:
 
 
 def cores_per_run(configs: Sequence[DictConfig]) -> int:
-    """The most cores one run keeps busy: its env workers with `env.vector=async`, else one."""
-    return max(cfg.env.num_envs if cfg.env.vector == "async" else 1 for cfg in configs)
+    """The most cores one run keeps busy: its env worker processes with `env.vector=async`,
+    else one."""
+    return max(resolve_workers(cfg.env.num_envs, cfg.env.workers) if cfg.env.vector == "async" else 1
+               for cfg in configs)
 
 
 def available_cores() -> int:

@@ -14,7 +14,10 @@ from typing import Any
 class EnvConfig:
     id: str = "SafetyPointGoal1-v0"
     num_envs: int = 1
-    vector: str = "sync"  # sync | async (subprocesses)
+    vector: str = "sync"  # sync (this process) | async (worker processes)
+    # async only: worker processes stepping the envs, each a contiguous block of them
+    # (0 = one per usable core; never more than num_envs). Results do not depend on it.
+    workers: int = 0
     normalize_obs: bool = True
     obs_clip: float = 5.0  # normalized observations clipped to +-5 (OmniSafe's obs normalizer)
 

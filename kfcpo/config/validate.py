@@ -45,6 +45,7 @@ def _choice(options: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("env.num_envs", _positive, "an integer >= 1"),
     ("env.vector", _choice(VECTOR_MODES), f"one of {', '.join(VECTOR_MODES)}"),
+    ("env.workers", lambda x: x >= 0, "an integer >= 0 (0 = one worker process per core)"),
     ("env.obs_clip", _positive, "> 0"),
     ("threads", lambda x: x >= 0, "an integer >= 0 (0 = torch default)"),
     ("total_steps", _positive, "an integer >= 1"),

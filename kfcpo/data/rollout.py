@@ -14,8 +14,10 @@ import torch
 from kfcpo.checkpoint import blob_from_tensor, blob_to_tensor
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
+from kfcpo.data.step_record import StepRecorder
 from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
+from kfcpo.envs.normalize import batch_moments
 from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
 from kfcpo.models import Critic, GaussianActor
 
@@ -114,57 +116,51 @@ class RolloutCollector:
         T, N = self.steps_per_env, self.num_envs
         obs_buf = torch.zeros((T, N, self.envs.single_observation_space.shape[0]))
         act_buf = torch.zeros((T, N, self.act_low.shape[0]))
-        grid = {k: torch.zeros((T, N)) for k in ("logp", "r", "c", "v_r", "v_c", "term", "end")}
+        grid = {k: torch.zeros((T, N)) for k in ("logp", "v_r", "v_c")}
         boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
-        sums = np.zeros(3)  # return, cost, length over finished episodes
-        episodes = 0
-        ep_costs: list[float] = []  # each finished episode's cost, for the Jc window
+        record = StepRecorder(T, N, self.ep_ret, self.ep_cost, self.ep_len, self.on_progress)
         start_stats = self.normalizer.rms.state_dict()
-        epoch_stats = RunningMeanStd(self.normalizer.rms.shape)
+        # Only DDP merges the epoch's own statistics (_merge_ranks): one process skips them.
+        epoch_stats = RunningMeanStd(self.normalizer.rms.shape) if world_size() > 1 else None
         for t in range(T):
-            self.normalizer.update(self.obs)
-            epoch_stats.update(self.obs)
+            # The next action waits for these lines only: the statistics, then the policy.
+            moments = batch_moments(self.obs, self.normalizer.rms.shape)
+            self.normalizer.merge(*moments)
+            if epoch_stats is not None:
+                epoch_stats.merge(*moments)
             obs = self._tensor(self.obs)
             dist = self.actor.distribution(obs)
             act = dist.sample()
+            # The env gets the action clipped to its box; the buffer keeps the sample so
+            # log-probabilities stay those of the Gaussian that drew it.
+            self.envs.step_async(np.clip(act.cpu().numpy(), self.act_low, self.act_high))
+            # While the envs step (in worker processes with vector=async): the work no
+            # action depends on. None of it draws random numbers, so the order changes
+            # no result.
+            record.flush()  # the previous step's rewards, costs and episode ends
             grid["logp"][t] = dist.log_prob(act).sum(-1).cpu()
             obs, act = obs.cpu(), act.cpu()
             obs_buf[t], act_buf[t] = obs, act
             grid["v_r"][t], grid["v_c"][t] = self._values(obs.to(self.device))
-            # The env gets the action clipped to its box; the buffer keeps the sample so
-            # log-probabilities stay those of the Gaussian that drew it.
-            env_act = np.clip(act.numpy(), self.act_low, self.act_high)
-            self.obs, reward, terminated, truncated, info = self.envs.step(env_act)
-            cost = info[COST_KEY]
-            grid["r"][t] = torch.as_tensor(reward, dtype=torch.float32)
-            grid["c"][t] = torch.as_tensor(cost, dtype=torch.float32)
-            grid["term"][t] = torch.as_tensor(terminated, dtype=torch.float32)
-            done = np.logical_or(terminated, truncated)
-            grid["end"][t] = torch.as_tensor(done, dtype=torch.float32)
-            self.ep_ret += reward
-            self.ep_cost += cost
-            self.ep_len += 1
+            self.obs, reward, terminated, truncated, info = self.envs.step_wait()
+            # Bootstrap values now, not later: they normalize with this step's statistics.
             for i in np.flatnonzero(truncated & ~terminated):
                 final = self._tensor(info["final_observation"][i][None])
                 v_r, v_c = self._values(final)
                 boot_r[t, i], boot_c[t, i] = v_r[0], v_c[0]
-            for i in np.flatnonzero(done):
-                sums += (self.ep_ret[i], self.ep_cost[i], self.ep_len[i])
-                ep_costs.append(float(self.ep_cost[i]))
-                episodes += 1
-                self.ep_ret[i] = self.ep_cost[i] = self.ep_len[i] = 0
-            if self.on_progress is not None:
-                self.on_progress(N)
+            record.defer(t, reward, info[COST_KEY], terminated, truncated)
+        record.flush()
+        grid.update(record.tensors())
         last_r, last_c = self._values(self._tensor(self.obs))
-        if world_size() > 1:
+        if epoch_stats is not None:
             self._merge_ranks(start_stats, epoch_stats)
         batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
         stats = EpochStats(
-            ep_ret_sum=float(sums[0]),
-            ep_cost_sum=float(sums[1]),
-            ep_len_sum=float(sums[2]),
-            episodes=episodes,
-            ep_costs=ep_costs,
+            ep_ret_sum=float(record.sums[0]),
+            ep_cost_sum=float(record.sums[1]),
+            ep_len_sum=float(record.sums[2]),
+            episodes=record.episodes,
+            ep_costs=record.ep_costs,
             env_steps=T * N,
             rollout_s=time.perf_counter() - start,
             policy_version=policy_version,

@@ -1,10 +1,12 @@
 """Build Safety Gymnasium envs as standard gymnasium envs and vector envs.
 
 Single envs step as gymnasium's 5-tuple with the cost in ``info["cost"]`` (see
-``wrappers``). Vector envs are the stock gymnasium 0.29 ``SyncVectorEnv`` or
-``AsyncVectorEnv`` (autoreset: a finished episode's last observation is in
-``info["final_observation"][i]``), wrapped so ``info["cost"]`` is always a float64
-array of shape ``(num_envs,)``, the final step's cost included.
+``wrappers``). Vector envs are gymnasium 0.29's ``SyncVectorEnv`` (all envs in this
+process) or kfcpo's ``PoolVectorEnv`` (``vector="async"``: the envs spread over worker
+processes, several per worker; see ``pool``), which returns the same arrays and infos
+(autoreset: a finished episode's last observation is in ``info["final_observation"][i]``).
+Both are wrapped so ``info["cost"]`` is always a float64 array of shape ``(num_envs,)``,
+the final step's cost included.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any, Literal
 
 import gymnasium
 import safety_gymnasium
-from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
+from gymnasium.vector import SyncVectorEnv
 
 from kfcpo.envs.ids import UnknownEnvError, env_ids, validate_env_id
+from kfcpo.envs.layout import AUTO_WORKERS, resolve_workers
+from kfcpo.envs.pool import PoolVectorEnv
 from kfcpo.envs.wrappers import SafetyToGymnasium, VectorCost
 
 __all__ = [
@@ -61,15 +65,20 @@ def make_vector_env(
     *,
     max_episode_steps: int | None = None,
     context: str | None = None,
+    workers: int = AUTO_WORKERS,
 ) -> VectorCost:
     """``num_envs`` copies of a task, env ``i`` seeded with ``seed + i``.
 
-    ``vector="async"`` runs one worker process per env (``context`` is the
-    multiprocessing start method; the platform default when None).
+    ``vector="async"`` steps the envs in ``workers`` worker processes, contiguous blocks
+    of envs each (0: one per usable core; never more than ``num_envs``); ``context`` is
+    the multiprocessing start method (the platform default when None). The layout never
+    changes the results: the same seed gives the same arrays with any ``vector`` and
+    ``workers``.
     """
     validate_env_id(env_id)
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    n_workers = resolve_workers(num_envs, workers)  # checks workers before anything starts
     # functools.partial of a module-level function pickles, which spawn and
     # forkserver workers need.
     env_fns = [
@@ -84,7 +93,7 @@ def make_vector_env(
     if vector == "sync":
         venv = SyncVectorEnv(env_fns)
     elif vector == "async":
-        venv = AsyncVectorEnv(env_fns, context=context)
+        venv = PoolVectorEnv(env_fns, n_workers, context=context)
     else:
         raise ValueError(f"vector must be 'sync' or 'async', got {vector!r}")
     if seed is not None:

@@ -33,9 +33,7 @@ class RunningMeanStd:
 
     def update(self, batch: ArrayLike) -> None:
         """Add a batch of shape ``(n, *shape)``."""
-        batch = np.asarray(batch, dtype=np.float64).reshape(-1, *self.shape)
-        if len(batch):
-            self.merge(len(batch), batch.mean(axis=0), batch.var(axis=0))
+        self.merge(*batch_moments(batch, self.shape))
 
     def merge(self, other_count: float, other_mean: ArrayLike, other_var: ArrayLike) -> None:
         """Fold in the (count, mean, population var) of data not seen here."""
@@ -65,6 +63,16 @@ class RunningMeanStd:
         self.count = float(state["count"])
 
 
+def batch_moments(batch: ArrayLike, shape: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(count, mean, population var)`` of a batch of shape ``(n, *shape)`` in float64:
+    what ``RunningMeanStd.merge`` takes, computed once when several statistics take the
+    same batch (the rollout: its normalizer and, under DDP, its epoch statistics)."""
+    batch = np.asarray(batch, dtype=np.float64).reshape(-1, *shape)
+    if not len(batch):
+        return 0, np.zeros(shape), np.ones(shape)
+    return len(batch), batch.mean(axis=0), batch.var(axis=0)
+
+
 class ObsNormalizer:
     """``clip((obs - mean) / std, -clip, clip)`` over running statistics."""
 
@@ -84,6 +92,11 @@ class ObsNormalizer:
         """Add a batch of observations to the statistics (no-op when disabled)."""
         if self.enabled:
             self.rms.update(batch)
+
+    def merge(self, count: float, mean: ArrayLike, var: ArrayLike) -> None:
+        """Add a batch's ``batch_moments`` to the statistics (no-op when disabled)."""
+        if self.enabled:
+            self.rms.merge(count, mean, var)
 
     def normalize(
         self, obs: ArrayLike, clip: float | None = None, dtype: DTypeLike = np.float32
