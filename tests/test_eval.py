@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
 from kfcpo.cli import main
@@ -47,14 +48,6 @@ def gif_frames(path: Path, frame_ms: int) -> int:
     total = sum(iio.immeta(path, index=i)["duration"] for i in range(iio.improps(path).shape[0]))
     assert total % frame_ms == 0
     return total // frame_ms
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("kfcpo: error: ")
-    return lines[0]
 
 
 def rewrite(ckpt: Path, dest: Path, edit) -> Path:

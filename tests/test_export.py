@@ -13,22 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import GOAL, ROOT, TINY_FIT, one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
 from kfcpo.cli import main
 from kfcpo.version import version
 
-ROOT = Path(__file__).resolve().parents[1]
-GOAL = str(ROOT / "conf" / "goal.yaml")  # SafetyPointGoal1-v0
-TINY = [
-    "steps_per_epoch=200",
-    "total_steps=200",
-    "env.num_envs=1",
-    "env.vector=sync",
-    "update_iters=1",
-    "model.critic_iters=1",
-    "logger.wandb.mode=disabled",
-]
+TINY = [*TINY_FIT, "logger.wandb.mode=disabled"]
 ROLLOUT_STEPS = 300
 TOL = 1e-5
 # Loads every exported file given on its command line and writes its actions on obs.npy;
@@ -106,14 +97,6 @@ def exported(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         assert main(["export", str(ckpt), "-o", str(folder / name), *args]) == 0
         files[name] = folder / name
     return files
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("kfcpo: error: ")
-    return lines[0]
 
 
 def test_the_normalizer_clip_matters_on_this_rollout(ckpt: Path, rollout) -> None:

@@ -16,6 +16,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from cli_helpers import vector_replay
 
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
@@ -113,32 +114,23 @@ def test_rollout_equals_sync_bit_for_bit(env_id: str) -> None:
 # --- exact resume ----------------------------------------------------------------
 
 
-def _replay(venv, actions: np.ndarray) -> list[bytes]:
-    out = []
-    for a in actions:
-        obs, reward, terminated, truncated, info = venv.step(a)
-        out += [obs.tobytes(), reward.tobytes(), terminated.tobytes(), truncated.tobytes(),
-                info["cost"].tobytes()]
-    return out
-
-
 def test_state_round_trip_across_layouts_is_bit_exact() -> None:
     rng = np.random.default_rng(1)
     make = lambda vector, workers, seed: make_vector_env(  # noqa: E731
         CIRCLE, 3, seed=seed, vector=vector, workers=workers, max_episode_steps=LIMIT)
     source = make("async", 2, 0)  # blocks of 2 + 1 envs
     source.reset(seed=0)
-    _replay(source, rng.uniform(-1, 1, (50, 3, 2)))
+    vector_replay(source, rng.uniform(-1, 1, (50, 3, 2)))
     state = vector_state(source)
     actions = rng.uniform(-1, 1, (60, 3, 2))
-    expected = _replay(source, actions)
+    expected = vector_replay(source, actions)
     source.close()
     # A state saved under one layout restores into any other.
     for vector, workers in (("async", 2), ("async", 3), ("sync", 0)):
         target = make(vector, workers, 99)
         target.reset(seed=99)
         load_vector_state(target, state)
-        assert _replay(target, actions) == expected, (vector, workers)
+        assert vector_replay(target, actions) == expected, (vector, workers)
         target.close()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_helpers import vector_replay
 
 from kfcpo.atomic_file import partial_path
 from kfcpo.checkpoint import find_checkpoint
@@ -272,15 +273,6 @@ def test_restore_into_another_task_is_refused() -> None:
     blob = capture(make_env(ENV_ID, seed=0))
     with pytest.raises(EnvStateError, match="SafetyPointGoal1-v0"):
         restore(make_env("SafetyPointButton1-v0", seed=0), blob)
-
-
-def vector_replay(venv, actions: np.ndarray) -> list[bytes]:
-    out = []
-    for a in actions:
-        obs, reward, terminated, truncated, info = venv.step(a)
-        out += [obs.tobytes(), reward.tobytes(), terminated.tobytes(), truncated.tobytes(),
-                info["cost"].tobytes()]
-    return out
 
 
 @pytest.mark.parametrize("vector", ["sync", "async"])

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import GOAL, ROOT, TINY_FIT
 from omegaconf import DictConfig
 
 from kfcpo.cli import main
@@ -21,16 +22,7 @@ from kfcpo.train import build_loggers
 from kfcpo.version import run_info, version
 from kfcpo.wandb_run import KfcpoWandbLogger, default_group, resolve
 
-ROOT = Path(__file__).resolve().parents[1]
-GOAL = str(ROOT / "conf" / "goal.yaml")
-TINY = [
-    "steps_per_epoch=200",
-    "total_steps=200",
-    "env.num_envs=1",
-    "env.vector=sync",
-    "update_iters=1",
-    "model.critic_iters=1",
-]
+TINY = TINY_FIT
 NO_KEY: dict[str, str] = {}  # an environment without WANDB_* (and no API key: auto is offline)
 
 
