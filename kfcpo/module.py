@@ -29,7 +29,7 @@ from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.state import EnvStateError
-from kfcpo.models import Critic, GaussianActor
+from kfcpo.models import Critics, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
 from kfcpo.update import UpdateConfig, critic_update, policy_update
 
@@ -86,8 +86,7 @@ class SafeRLModule(pl.LightningModule):
         hidden, act = list(cfg.model.hidden), cfg.model.activation
         with _seeded_init(int(cfg.seed)):
             self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
-            self.critic_r = Critic(obs_dim, hidden, act)
-            self.critic_c = Critic(obs_dim, hidden, act)
+            self.critics = Critics(obs_dim, hidden, act)
             catalogue = Catalogue(default_roots(list(cfg.registry_paths)))
             name, params = _component(cfg, "preconditioner")
             self.precond = catalogue.build("preconditioner", name, params, self.actor)
@@ -124,7 +123,7 @@ class SafeRLModule(pl.LightningModule):
                                workers=cfg.env.workers)
         gae_cfg = GAEConfig.from_config(cfg)
         self.collector = RolloutCollector(
-            envs, self.actor, self.critic_r, self.critic_c, self.normalizer,
+            envs, self.actor, self.critics, self.normalizer,
             per_rank // cfg.env.num_envs, gae_cfg, seed,
         )
 
@@ -143,7 +142,7 @@ class SafeRLModule(pl.LightningModule):
         return DataLoader(RolloutDataset(self._collect), batch_size=None, num_workers=0)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [*self.critic_r.parameters(), *self.critic_c.parameters()]
+        params = list(self.critics.parameters())
         return adam(params, lr=self.cfg.model.critic_lr)
 
     # --------------------------------------------------------------- update
@@ -175,9 +174,10 @@ class SafeRLModule(pl.LightningModule):
         self.updates += 1
         self._count_update_as_lightning_step()
         optimizer = self.optimizers().optimizer
-        critics = [(self.critic_r, batch.ret_r), (self.critic_c, batch.ret_c)]
+        targets = torch.stack([batch.ret_r, batch.ret_c])
         start = time.perf_counter()
-        metrics["critic_loss"] = critic_update(critics, batch.obs, optimizer, self.update_cfg, self.shuffle)
+        metrics["critic_loss"] = critic_update(self.critics, targets, batch.obs, optimizer,
+                                               self.update_cfg, self.shuffle)
         metrics["critic_s"] = time.perf_counter() - start
         if self.cfg.check_sync:
             assert_same_on_ranks(dict(self.named_parameters()))

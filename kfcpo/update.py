@@ -16,14 +16,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
 from kfcpo.blend.base import Blender, Directions
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_mean_each
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.guard.base import Guard, PolicyMover, Proposal, mean_kl
-from kfcpo.models import Critic, GaussianActor
+from kfcpo.models import Critics, GaussianActor
 from kfcpo.precond.base import Preconditioner
 
 # minibatch_size 0: the whole rollout (each rank's share of it) is one minibatch.
@@ -120,48 +119,43 @@ def policy_update(
     return metrics
 
 
-def _clip_each(grads: list[torch.Tensor], sizes: list[int], max_norm: float) -> list[torch.Tensor]:
-    """Each consecutive group of `sizes` gradients scaled to a total norm <= max_norm (as
-    torch's clip_grad_norm_ per critic, in one pass over the list: measured 2x cheaper)."""
+def _clip_each_critic(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """Each critic's gradient (row k of every stacked tensor) scaled to a total norm <=
+    max_norm, as torch's clip_grad_norm_ would for that critic alone."""
     with torch.no_grad():
-        norms = torch.stack(torch._foreach_norm(grads))
-        out, start = [], 0
-        for n in sizes:
-            total = torch.linalg.vector_norm(norms[start : start + n])
-            coef = torch.clamp(max_norm / (total + CLIP_EPS), max=1.0)
-            out += torch._foreach_mul(grads[start : start + n], coef)
-            start += n
-    return out
+        squares = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0)
+        coef = torch.clamp(max_norm / (squares.sqrt() + CLIP_EPS), max=1.0)
+        return [g * coef.view(-1, *([1] * (g.dim() - 1))) for g in grads]
 
 
 def critic_update(
-    critics: list[tuple[Critic, torch.Tensor]],
+    critics: Critics,
+    targets: torch.Tensor,
     obs: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     cfg: UpdateConfig,
     generator: torch.Generator,
 ) -> float:
-    """MSE regression of each critic on its value targets; returns the last mean loss.
+    """MSE regression of the critics (values (2, N)) on their targets (2, N); returns the
+    last minibatch's summed MSE.
 
-    With `critic_l2`, the loss adds that coefficient times the squared parameters (the
-    returned loss is the MSE alone); with `critic_max_grad_norm`, each critic's averaged
-    gradient is clipped to that norm before the step.
+    With `critic_l2`, each critic's loss adds that coefficient times its squared parameters
+    (added to the gradient as 2 l2 p: the same step without a second graph over every
+    parameter); with `critic_max_grad_norm`, each critic's averaged gradient is clipped to
+    that norm before the step (OmniSafe's critic_norm_coef, max_grad_norm).
     Gradients come from torch.autograd.grad and are averaged over ranks explicitly:
     `backward()` would fire DDP's reducer hooks outside the forward they belong to."""
-    params = [p for critic, _ in critics for p in critic.parameters()]
-    sizes = [len(list(critic.parameters())) for critic, _ in critics]
+    params = list(critics.parameters())
     mse = torch.tensor(float("nan"))
     for _ in range(cfg.critic_iters):
         for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
-            mse = sum(nn.functional.mse_loss(c(obs[idx]), target[idx]) for c, target in critics)
+            mse = (critics(obs[idx]) - targets[:, idx]).pow(2).mean(1).sum()
             grads = all_mean_each(list(torch.autograd.grad(mse, params)))
             if cfg.critic_l2:
-                # d/dp of l2 * sum(p^2), added to the gradient: the same step as the term in
-                # the loss, without a second graph over every parameter (measured 1.5x faster).
                 with torch.no_grad():
                     grads = torch._foreach_add(grads, params, alpha=2.0 * cfg.critic_l2)
             if cfg.critic_max_grad_norm:
-                grads = _clip_each(grads, sizes, cfg.critic_max_grad_norm)
+                grads = _clip_each_critic(grads, cfg.critic_max_grad_norm)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             optimizer.step()

@@ -1,53 +1,72 @@
-"""critic_update against a hand-written reference step: MSE + L2 on the parameters, each
-critic's gradient clipped to a norm, then the optimizer's step (plain SGD here, whose step
-is proportional to the gradient, so a dropped L2 term or clip shows)."""
+"""The stacked critics against two independent plain MLPs: the same initial functions, the
+same values, and critic_update's step equal to a hand-written reference step on the two
+MLPs (MSE + L2 on the parameters, each critic's gradient clipped to a norm, then the
+optimizer's step: plain SGD here, whose step is proportional to the gradient, so a
+dropped L2 term or clip, or a clip shared between the critics, shows)."""
 
 import pytest
 import torch
 from torch import nn
 
-from kfcpo.models import Critic
+from kfcpo.models import COST, REWARD, Critics
+from kfcpo.models.mlp import mlp
 from kfcpo.update import UpdateConfig, critic_update
 
 LR = 0.1
+OBS_DIM, HIDDEN = 3, [8, 8]
 
 
-def reference_step(critics, targets, obs, l2: float, clip: float) -> list[torch.Tensor]:
-    params = [p for c in critics for p in c.parameters()]
-    loss = sum(nn.functional.mse_loss(c(obs), t) for c, t in zip(critics, targets, strict=True))
-    loss = loss + l2 * sum((p**2).sum() for p in params)
-    grads = dict(zip(params, torch.autograd.grad(loss, params), strict=True))
-    for c in critics:
-        norm = torch.sqrt(sum((grads[p] ** 2).sum() for p in c.parameters()))
-        if norm > clip:
-            for p in c.parameters():
-                grads[p] = grads[p] * clip / (norm + 1e-6)
-    return [(p - LR * grads[p]).detach() for p in params]
-
-
-def critics_pair() -> list[Critic]:
+def pair() -> tuple[Critics, list[nn.Sequential]]:
+    """Critics and two plain MLPs drawn from the same seed in the same order."""
     torch.manual_seed(1)
-    return [Critic(3, [8], "tanh"), Critic(3, [8], "tanh")]
+    critics = Critics(OBS_DIM, HIDDEN, "tanh")
+    torch.manual_seed(1)
+    return critics, [mlp(OBS_DIM, HIDDEN, 1, "tanh") for _ in range(2)]
 
 
-def ours_step(obs, targets, l2: float, clip: float) -> list[torch.Tensor]:
-    critics = critics_pair()
-    params = [p for c in critics for p in c.parameters()]
+def test_stacked_critics_are_the_two_mlps() -> None:
+    critics, (v_r, v_c) = pair()
+    obs = torch.randn(50, OBS_DIM)
+    values = critics(obs)
+    assert values.shape == (2, 50)
+    torch.testing.assert_close(values[REWARD], v_r(obs).squeeze(-1), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(values[COST], v_c(obs).squeeze(-1), rtol=1e-6, atol=1e-7)
+
+
+def reference_step(nets: list[nn.Sequential], targets, obs, l2: float, clip: float) -> torch.Tensor:
+    """One SGD step of each MLP on its own loss (MSE + l2 |p|^2), its gradient clipped to
+    `clip`; the new values on `obs`, (2, N)."""
+    out = []
+    for net, target in zip(nets, targets, strict=True):
+        params = list(net.parameters())
+        loss = nn.functional.mse_loss(net(obs).squeeze(-1), target) + l2 * sum((p**2).sum() for p in params)
+        grads = torch.autograd.grad(loss, params)
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        scale = min(1.0, clip / (float(norm) + 1e-6))
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p -= LR * scale * g
+            out.append(net(obs).squeeze(-1))
+    return torch.stack(out)
+
+
+def stacked_step(targets, obs, l2: float, clip: float) -> torch.Tensor:
+    critics, _ = pair()
     cfg = UpdateConfig(1, 0, critic_iters=1, critic_minibatch_size=len(obs), critic_l2=l2,
                        critic_max_grad_norm=clip)
-    pairs = list(zip(critics, targets, strict=True))
-    critic_update(pairs, obs, torch.optim.SGD(params, lr=LR), cfg, torch.Generator().manual_seed(0))
-    return [p.detach() for p in params]
+    optimizer = torch.optim.SGD(critics.parameters(), lr=LR)
+    critic_update(critics, targets, obs, optimizer, cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return critics(obs)
 
 
 @pytest.mark.parametrize(("l2", "clip"), [(1e-2, 0.5), (0.5, 0.0), (0.0, 0.5), (0.0, 0.0)])
 def test_critic_step_matches_reference(l2: float, clip: float) -> None:
     gen = torch.Generator().manual_seed(0)
-    obs = torch.randn(32, 3, generator=gen)
-    targets = [10 * torch.randn(32, generator=gen), torch.randn(32, generator=gen)]
-    expected = reference_step(critics_pair(), targets, obs, l2, clip if clip else float("inf"))
-    for a, e in zip(ours_step(obs, targets, l2, clip), expected, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-7)
+    obs = torch.randn(32, OBS_DIM, generator=gen)
+    targets = torch.stack([10 * torch.randn(32, generator=gen), torch.randn(32, generator=gen)])
+    _, nets = pair()
+    expected = reference_step(nets, targets, obs, l2, clip if clip else float("inf"))
+    torch.testing.assert_close(stacked_step(targets, obs, l2, clip), expected, rtol=1e-5, atol=1e-6)
     if l2 or clip:  # the options change the step: the comparison above can fail
-        plain = ours_step(obs, targets, 0.0, 0.0)
-        assert any(not torch.allclose(a, b) for a, b in zip(plain, expected, strict=True))
+        assert not torch.allclose(stacked_step(targets, obs, 0.0, 0.0), expected, rtol=1e-5, atol=1e-6)

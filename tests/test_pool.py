@@ -23,7 +23,7 @@ from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.layout import blocks, resolve_workers, usable_cores
 from kfcpo.envs.pool import PoolVectorEnv, PoolWorkerError
 from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
-from kfcpo.models import Critic, GaussianActor
+from kfcpo.models import Critics, GaussianActor
 
 # Hopper's episodes terminate within tens of steps under a random policy; Circle1 with a
 # short limit truncates (the bootstrap path). Both end episodes inside a few hundred steps.
@@ -87,10 +87,10 @@ def test_vector_steps_equal_sync_bit_for_bit(env_id: str) -> None:
 def _rollouts(env_id: str, vector: str, workers: int) -> list:
     torch.manual_seed(0)
     obs_dim, act_dim = space_dims(env_id)
-    actor, critic_r, critic_c = GaussianActor(obs_dim, act_dim), Critic(obs_dim), Critic(obs_dim)
+    actor, critics = GaussianActor(obs_dim, act_dim), Critics(obs_dim)
     envs = make_vector_env(env_id, 3, seed=0, vector=vector, workers=workers,
                            max_episode_steps=LIMIT if env_id == CIRCLE else None)
-    collector = RolloutCollector(envs, actor, critic_r, critic_c, ObsNormalizer((obs_dim,), clip=5.0),
+    collector = RolloutCollector(envs, actor, critics, ObsNormalizer((obs_dim,), clip=5.0),
                                  STEPS // 3 // 2, GAEConfig(0.99, 0.99, 0.97, True), 0)
     try:
         return [collector.collect(epoch) for epoch in range(2)]  # the state carries over

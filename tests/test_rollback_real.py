@@ -6,7 +6,7 @@ from torch.distributions import kl_divergence
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.flat import get_flat
-from kfcpo.models import Critic, GaussianActor
+from kfcpo.models import Critics, GaussianActor
 from kfcpo.registry import Catalogue
 from kfcpo.update import UpdateConfig, policy_update
 
@@ -17,10 +17,10 @@ EPS = 0.01
 def test_no_committed_step_exceeds_eps_and_rejected_steps_change_nothing() -> None:
     torch.manual_seed(0)
     obs_dim, act_dim = space_dims(ENV)
-    actor, critic_r, critic_c = GaussianActor(obs_dim, act_dim), Critic(obs_dim), Critic(obs_dim)
+    actor, critics = GaussianActor(obs_dim, act_dim), Critics(obs_dim)
     envs = make_vector_env(ENV, 1, seed=0)
     collector = RolloutCollector(
-        envs, actor, critic_r, critic_c, ObsNormalizer((obs_dim,)), 600, GAEConfig(0.99, 0.99, 0.95, True), 0
+        envs, actor, critics, ObsNormalizer((obs_dim,)), 600, GAEConfig(0.99, 0.99, 0.95, True), 0
     )
     batch = collector.collect(0).batch
     envs.close()

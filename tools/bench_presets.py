@@ -68,7 +68,7 @@ def collect(env_id: str, steps: int, num_envs: int, seed: int) -> tuple[Rollout,
     envs = make_vector_env(env_id, num_envs, seed=seed, vector=vector)
     gae_cfg = GAEConfig.from_config(cfg)
     collector = RolloutCollector(
-        envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
+        envs, module.actor, module.critics, module.normalizer,
         steps // num_envs, gae_cfg, seed,
     )
     try:
@@ -93,9 +93,9 @@ def one_update(
                             ep_cost, float(cfg.cost_limit), module.update_cfg, module.shuffle)
     policy_s = time.perf_counter() - start
     optimizer = module.configure_optimizers()
-    critics = [(module.critic_r, rollout.batch.ret_r), (module.critic_c, rollout.batch.ret_c)]
+    targets = torch.stack([rollout.batch.ret_r, rollout.batch.ret_c])
     start = time.perf_counter()
-    critic_update(critics, rollout.batch.obs, optimizer, module.update_cfg, module.shuffle)
+    critic_update(module.critics, targets, rollout.batch.obs, optimizer, module.update_cfg, module.shuffle)
     return policy_s, time.perf_counter() - start, {k: metrics[k] for k in WORK_KEYS}
 
 

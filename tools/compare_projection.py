@@ -60,7 +60,7 @@ def collect(module: SafeRLModule, steps: int, num_envs: int, seed: int) -> Batch
     cfg = module.cfg
     envs = make_vector_env(cfg.env.id, num_envs, seed=seed, vector="sync")
     gae_cfg = GAEConfig.from_config(cfg)
-    collector = RolloutCollector(envs, module.actor, module.critic_r, module.critic_c, module.normalizer,
+    collector = RolloutCollector(envs, module.actor, module.critics, module.normalizer,
                                  steps // num_envs, gae_cfg, seed)
     try:
         return collector.collect(0).batch

@@ -19,7 +19,7 @@ from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
 from kfcpo.envs.normalize import batch_moments
 from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
-from kfcpo.models import Critic, GaussianActor
+from kfcpo.models import COST, REWARD, Critics, GaussianActor
 
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
 # The collector's own state between epochs: raw observations and unfinished episodes' sums.
@@ -61,14 +61,13 @@ class RolloutCollector:
         self,
         envs,
         actor: GaussianActor,
-        critic_r: Critic,
-        critic_c: Critic,
+        critics: Critics,
         normalizer: ObsNormalizer,
         steps_per_env: int,
         gae_cfg: GAEConfig,
         seed: int,
     ) -> None:
-        self.envs, self.actor, self.critic_r, self.critic_c = envs, actor, critic_r, critic_c
+        self.envs, self.actor, self.critics = envs, actor, critics
         self.normalizer, self.steps_per_env, self.gae_cfg = normalizer, steps_per_env, gae_cfg
         self.num_envs = envs.num_envs
         self.act_low = envs.single_action_space.low
@@ -107,7 +106,8 @@ class RolloutCollector:
         return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32, device=self.device)
 
     def _values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.critic_r(obs).cpu(), self.critic_c(obs).cpu()
+        values = self.critics(obs).cpu()
+        return values[REWARD], values[COST]
 
     @torch.no_grad()
     def collect(self, policy_version: int) -> Rollout:

@@ -1,6 +1,6 @@
 """Policy and value networks."""
 
 from kfcpo.models.actor import GaussianActor
-from kfcpo.models.critic import Critic
+from kfcpo.models.critic import COST, REWARD, Critics
 
-__all__ = ["Critic", "GaussianActor"]
+__all__ = ["COST", "REWARD", "Critics", "GaussianActor"]
