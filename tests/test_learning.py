@@ -1,16 +1,17 @@
 """KFCPO learns, as a statistical claim over seeds: on a real Safety Gymnasium task within
 a CI budget, return rises and the episode cost of the last epochs is held near the limit;
-a reversed cost direction (negative control, same test double a user could register)
-fails the cost check.
+a reversed cost direction (negative control, a test double registered the way a user
+adds a component) fails the cost check.
 
 Task and budget: PointCircle1, 10 epochs of 4,000 steps (2 sync envs, 8 episodes per
 epoch), the Jc window scaled to 20 episodes (2.5 epochs, as the preset's 100 episodes
-are at 20,000 steps per epoch). Measured here (docs/algorithm.md, "The CI learning test"),
-per seed 0-4: return gain (last 5 epochs over the first) 2.7 1.8 3.6 1.0 3.6 (mean 2.5);
-cost of the last 4 epochs 40 27 43 11 59 (mean 36). Controls, seeds 0-2: a reversed
-cost direction's last-4 cost 190 163 217; a reversed reward direction's return gain
--5.4 -0.2 -1.2. The thresholds sit > 3 standard deviations of the 3-seed mean from the
-measured one and far from the controls, so another machine's chaotic trajectories pass.
+are at 20,000 steps per epoch). Measured per seed 0-9 (docs/algorithm.md section 6):
+return gain (last 5 epochs over the first) 4.4 1.8 5.7 4.5 8.9 11.9 4.5 11.8 4.0 -3.1
+(mean 5.4, sd 4.4); cost of the last 4 epochs 13 29 90 18 151 88 11 94 10 46 (mean 55,
+sd 45). Controls, seeds 0-2: a reversed cost direction's last-4 cost 214 219 319; a
+reversed reward direction's return gain -7.1 -5.9 -0.9. Over 6 seeds the thresholds sit
+~2.5 standard deviations of the 6-seed mean beyond the measured mean and far from the
+controls, so another machine's differently-rounded trajectories pass.
 """
 
 import csv
@@ -22,14 +23,14 @@ from kfcpo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 COST_LIMIT = 25.0
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4, 5)
 RUN = [
     "algorithm=kfcpo", "env.id=SafetyPointCircle1-v0", "steps_per_epoch=4000", "total_steps=40000",
     "env.num_envs=2", "env.vector=sync", "cost_window=20", f"cost_limit={COST_LIMIT}",
     "logger.wandb.mode=disabled",
 ]
-MIN_RETURN_GAIN = 0.75  # mean over seeds of (mean return of the last 5 epochs - epoch 0's)
-MAX_COST_FACTOR = 3.0  # mean over seeds of the last 4 epochs' cost, in cost limits
+MIN_RETURN_GAIN = 1.0  # mean over seeds of (mean return of the last 5 epochs - epoch 0's)
+MAX_COST_FACTOR = 4.0  # mean over seeds of the last 4 epochs' cost, in cost limits
 CONTROL = """description: test double, the cost direction reversed
 target: faulty_components.CostAscendingMargin
 params: {k: 10.0, margin: 0.7, normalize: true, project: adaptive, target_kl: 0.005, inner: fisher,
@@ -70,7 +71,7 @@ def test_kfcpo_raises_return_and_holds_cost_near_the_limit(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_a_reversed_cost_direction_fails_the_cost_check(tmp_path: Path, monkeypatch) -> None:
     """The negative control: the cost check above can fail, and does when the cost
-    direction is wrong (one seed; its measured margin is > 2x)."""
+    direction is wrong (one seed; measured 214-319 against the bound of 100)."""
     catalogue = tmp_path / "catalogue" / "blender"
     catalogue.mkdir(parents=True)
     (catalogue / "cost_ascending.yaml").write_text(CONTROL)
