@@ -3,7 +3,7 @@
 Both are the same MLP shape, so each layer of the two is one batched matmul
 (`torch.baddbmm` over a leading dimension of 2): the critics' regression, thousands of
 minibatch steps per epoch, pays the per-operation overhead once instead of twice
-(measured 1.5x faster per step than two modules, docs/algorithm.md 4.4).
+(docs/algorithm.md 4.4).
 """
 
 from __future__ import annotations
