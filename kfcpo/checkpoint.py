@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from kfcpo.config.errors import ConfigError
 
 CHECKPOINT_KEY = "kfcpo"
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes incompatibly (2: stacked critics)
 CHECKPOINTS_DIR = "checkpoints"  # inside a run folder
 CHECKPOINT_SUFFIX = ".ckpt"
 

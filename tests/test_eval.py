@@ -13,6 +13,7 @@ import torch
 from cli_helpers import one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
+from kfcpo.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.cli import main
 from kfcpo.video import VideoWriter
 
@@ -188,7 +189,7 @@ def test_other_format_or_mismatched_checkpoint(ckpt: Path, tmp_path: Path, capsy
         d["kfcpo"]["format"] = 999
 
     assert main(["eval", str(rewrite(ckpt, tmp_path / "future.ckpt", future))]) == 2
-    assert "has checkpoint format 999; this kfcpo reads format 1" in one_error_line(capsys)
+    assert f"has checkpoint format 999; this kfcpo reads format {CHECKPOINT_FORMAT}" in one_error_line(capsys)
 
     def narrower(d: dict) -> None:
         d["hyper_parameters"]["config"]["model"]["hidden"] = [32]

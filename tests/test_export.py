@@ -16,6 +16,7 @@ import torch
 from cli_helpers import GOAL, ROOT, TINY_FIT, one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
+from kfcpo.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.cli import main
 from kfcpo.version import version
 
@@ -210,7 +211,8 @@ def test_checkpoint_of_another_format_is_one_line(ckpt: Path, tmp_path: Path, ca
     torch.save(d, old)
     out = tmp_path / "p.onnx"
     assert main(["export", str(old), "-o", str(out)]) == 2
-    assert one_error_line(capsys).endswith("has checkpoint format 999; this kfcpo reads format 1")
+    expected = f"has checkpoint format 999; this kfcpo reads format {CHECKPOINT_FORMAT}"
+    assert one_error_line(capsys).endswith(expected)
     assert not out.exists()
 
 
