@@ -11,11 +11,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from cli_helpers import GOAL, ROOT
 
 from kfcpo.train import quiet_lightning
 
-ROOT = Path(__file__).resolve().parents[1]
-GOAL = str(ROOT / "conf" / "goal.yaml")
 TINY = [
     "steps_per_epoch=200",
     "env.num_envs=1",

@@ -2,9 +2,9 @@
 through tools/benchmark.py (so they skip complete runs and resume interrupted ones), then
 one table per study with final return and cost, rollback rate and w_c, and curves.
 
-Usage: python tools/ablations.py SPEC.yaml [--out DIR] [--runs-dir DIR] [--report] [--only NAME ...]
+Usage: python tools/ablations.py STUDY.yaml [--out DIR] [--runs-dir DIR] [--report] [--only NAME ...]
 
-SPEC.yaml:
+STUDY.yaml:
     env: SafetyPointCircle1-v0
     total_steps: 200000
     steps_per_epoch: 20000

@@ -48,7 +48,6 @@ class StepRecorder:
         self.ep_ret, self.ep_cost, self.ep_len = ep_ret, ep_cost, ep_len
         self.on_progress = on_progress
         self.sums = np.zeros(3)  # return, cost, length over finished episodes
-        self.episodes = 0
         self.ep_costs: list[float] = []  # each finished episode's cost, for the Jc window
         self._pending: _Step | None = None
 
@@ -73,10 +72,14 @@ class StepRecorder:
         for i in np.flatnonzero(done):
             self.sums += (self.ep_ret[i], self.ep_cost[i], self.ep_len[i])
             self.ep_costs.append(float(self.ep_cost[i]))
-            self.episodes += 1
             self.ep_ret[i] = self.ep_cost[i] = self.ep_len[i] = 0
         if self.on_progress is not None:
             self.on_progress(len(reward))
+
+    @property
+    def episodes(self) -> int:
+        """How many episodes finished in this epoch."""
+        return len(self.ep_costs)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The grids as float32 tensors (everything recorded: call after ``flush``)."""

@@ -12,6 +12,7 @@ from kfcpo.guard.base import Guard, PolicyMover
 
 class EarlyStop(Guard):
     check_every_step = False
+
     def __init__(self, target_kl: float = 0.02) -> None:
         if target_kl <= 0:
             raise ValueError(f"target_kl: got {target_kl}; expected > 0")
