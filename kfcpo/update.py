@@ -102,9 +102,7 @@ def policy_update(
             if moved and guard.check_every_step and guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
                 stopped = True
                 break
-        # A guard that checks every step has seen every move already; the others look
-        # once per pass.
-        if stopped or (not guard.check_every_step and guard.stop(mean_kl(actor, batch.obs, rollout_policy))):
+        if stopped or guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
             stopped = True
             break
     metrics = {
