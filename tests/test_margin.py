@@ -290,6 +290,10 @@ def test_nonfinite_direction_gives_zero_step_not_nan() -> None:
         ({"inner": "riemann"}, "inner"),
         ({"target_kl": 0.0}, "target_kl"),
         ({"target_kl": float("nan")}, "target_kl"),
+        ({"max_cost_weight": 0.0}, "max_cost_weight"),
+        ({"max_cost_weight": 1.5}, "max_cost_weight"),
+        ({"trend": -1.0}, "trend"),
+        ({"trend": float("inf")}, "trend"),
     ],
 )
 def test_invalid_params_raise_naming_the_param(kwargs: dict, name: str) -> None:
@@ -387,3 +391,67 @@ def test_adaptive_projection_above_the_centre_never_raises_cost_in_fisher() -> N
         assert float(g_c @ step) < 0
         checked += 1
     assert checked > 20
+
+
+# -- the cap on w_c and the cost trend (docs/algorithm.md 3.5) ----------------------------
+def test_capped_weight_keeps_a_projected_reward_share() -> None:
+    """Jc far above the limit (w_c ~ 1), cap 0.8, identity metric, unit directions: the step
+    is nu (0.2 u_r' + 0.8 u_c), u_r' the unit reward direction minus its part along the unit
+    cost direction, computed here by hand."""
+    p = identity_precond()
+    u_r, u_c = conflicting(seed=5)
+    u_r, u_c = 1e-4 * u_r, 1e-4 * u_c
+    b = MarginBlender(project="adaptive", unit_directions=True, max_cost_weight=0.8, target_kl=1e-6)
+    step = b.blend(Directions(u_r, u_r, -u_c, -u_c, 4 * D, D), p)
+    e_r, e_c = u_r / u_r.norm(), u_c / u_c.norm()
+    e_r_proj = e_r - torch.dot(e_r, e_c) * e_c
+    blend = 0.2 * e_r_proj + 0.8 * e_c
+    expected = math.sqrt(2 * 1e-6 / float(blend @ blend)) * blend
+    torch.testing.assert_close(step, expected, rtol=1e-9, atol=0)
+    m = b.metrics()
+    assert m["w_c"] == 0.8 and m["projected_frac"] == 1.0
+    # the cap only binds above it: below, the margin's own weight is used
+    low = MarginBlender(project="adaptive", unit_directions=True, max_cost_weight=0.8)
+    low.blend(Directions(u_r, u_r, -u_c, -u_c, 0.6 * D, D), p)
+    assert low.metrics()["w_c"] == pytest.approx(sig(10 * (0.6 - LAM)), rel=1e-9)
+
+
+def test_capped_weight_still_projects_reward_off_cost_in_adaptive_mode() -> None:
+    """A cap below 0.5 must not switch the adaptive rule back to projecting the cost: the
+    rule follows the margin's weight, so the reward part stays orthogonal to u_c."""
+    p = identity_precond()
+    u_r, u_c = conflicting(seed=6)
+    u_r, u_c = 1e-4 * u_r, 1e-4 * u_c
+    b = MarginBlender(project="adaptive", max_cost_weight=0.3)
+    step = b.blend(Directions(u_r, u_r, -u_c, -u_c, 2 * D, D), p)
+    reward_part = (step - 0.3 * u_c) / 0.7
+    assert abs(float(torch.dot(reward_part, u_c))) < 1e-12 * float(u_r.norm() * u_c.norm())
+
+
+def test_trend_leads_the_cost_estimate_by_its_last_change() -> None:
+    b = MarginBlender(trend=1.5)
+    assert b.lead_cost(20.0) == 20.0  # nothing observed yet
+    b.observe_cost(10.0, D)
+    assert b.lead_cost(10.0) == 10.0  # one epoch: no change to extrapolate
+    b.observe_cost(16.0, D)
+    assert b.lead_cost(16.0) == 16.0 + 1.5 * 6.0
+    p = identity_precond()
+    g_r, g_c = aligned_pair(p, scale=1e-3)
+    b.blend(directions(p, g_r, g_c, 16.0), p)
+    assert b.metrics()["w_c"] == pytest.approx(sig(10 * (25.0 - LAM * D) / D), rel=1e-9)
+    b.observe_cost(4.0, D)  # falling: the blend turns to reward before Jc reaches the centre
+    assert b.lead_cost(4.0) == 4.0 - 1.5 * 12.0
+    assert MarginBlender().lead_cost(4.0) == 4.0  # trend 0: the paper's Jc
+
+
+def test_trend_state_round_trips_and_old_checkpoints_restart_it() -> None:
+    b = MarginBlender(trend=1.0)
+    b.observe_cost(30.0, D)
+    b.observe_cost(20.0, D)
+    fresh = MarginBlender(trend=1.0)
+    fresh.load_state_dict(b.state_dict())
+    assert fresh.lead_cost(20.0) == b.lead_cost(20.0) == 10.0
+    fresh.load_state_dict({})  # a checkpoint written before the trend term
+    assert fresh.lead_cost(20.0) == 20.0
+    with pytest.raises(ValueError, match="NaN"):
+        b.observe_cost(float("nan"), D)

@@ -16,6 +16,7 @@ natural directions can raise it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -30,6 +31,8 @@ KL_QUAD_FACTOR = 2.0
 MAX_NU = 1.0
 # Metric names, accumulated per call and averaged in `metrics()`.
 METRIC_KEYS = ("w_c", "nu", "projected_frac", "cos_rc")
+# w_c == 1 spends the whole step on the cost; the default cap keeps the paper's blend.
+NO_CAP = 1.0
 
 
 def _sigmoid(z: float) -> float:
@@ -81,6 +84,14 @@ class MarginBlender(Blender):
             gradients' magnitudes (False: the seed's blend of the raw directions).
         inner: "euclidean" (spec) or "fisher" inner product for the conflict test, the
             projection and cos_rc (module docstring).
+        max_cost_weight: cap on w_c in (0, 1] (docs/algorithm.md 3.5). Below 1 the step keeps
+            a reward share while the cost leads; with `project` "adaptive" and the Fisher
+            metric that share is orthogonal to the cost direction, so it costs the cost
+            descent little (1 - w / sqrt(w^2 + (1 - w)^2) of its rate at most).
+        trend: lead of the cost estimate (>= 0; docs/algorithm.md 3.5): w_c is computed at
+            Jc + trend (Jc - Jc_prev), Jc_prev the estimate of the previous epoch
+            (`observe_cost`), so the blend anticipates a cost that is rising or falling
+            instead of reacting one window later. 0: the paper's w_c of Jc alone.
 
     Degenerate cases, all without NaN:
         * d == 0 with `normalize`: the limit d -> 0+ of the normalized weight, i.e. w_c = 1
@@ -105,6 +116,8 @@ class MarginBlender(Blender):
         inner: str = "euclidean",
         to_boundary: bool = False,
         unit_directions: bool = False,
+        max_cost_weight: float = NO_CAP,
+        trend: float = 0.0,
     ) -> None:
         if not (isinstance(k, int | float) and math.isfinite(k) and k > 0):
             raise ValueError(f"k must be a finite number > 0, got {k!r}")
@@ -118,6 +131,14 @@ class MarginBlender(Blender):
             raise ValueError(f"target_kl must be a finite number > 0, got {target_kl!r}")
         if inner not in INNER_PRODUCTS:
             raise ValueError(f"inner must be one of {', '.join(INNER_PRODUCTS)}; got {inner!r}")
+        if not (isinstance(max_cost_weight, int | float) and 0 < max_cost_weight <= 1):
+            raise ValueError(f"max_cost_weight must be a number in (0, 1], got {max_cost_weight!r}")
+        if not (isinstance(trend, int | float) and math.isfinite(trend) and trend >= 0):
+            raise ValueError(f"trend must be a finite number >= 0, got {trend!r}")
+        self.max_cost_weight, self.trend = float(max_cost_weight), float(trend)
+        # Jc of the last two epochs (None until observed): the trend's difference.
+        self._jc_last: float | None = None
+        self._jc_prev: float | None = None
         for key, flag in (("to_boundary", to_boundary), ("unit_directions", unit_directions)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{key} must be true or false, got {flag!r}")
@@ -140,6 +161,25 @@ class MarginBlender(Blender):
         if cost_limit == 0.0:  # limit d -> 0+ (see class docstring)
             return 1.0 if ep_cost > 0 else _sigmoid(-self.k * self.margin)
         return _sigmoid(self.k * excess / cost_limit)
+
+    def lead_cost(self, ep_cost: float) -> float:
+        """The estimate w_c is computed at: Jc + trend (Jc - Jc_prev) once two epochs have
+        been observed, Jc otherwise."""
+        if self.trend == 0.0 or self._jc_prev is None:
+            return ep_cost
+        return ep_cost + self.trend * (ep_cost - self._jc_prev)
+
+    def observe_cost(self, ep_cost: float, cost_limit: float) -> None:
+        if math.isnan(ep_cost):
+            raise ValueError("ep_cost is NaN: the episode-cost estimate must be a number")
+        self._jc_prev, self._jc_last = self._jc_last, float(ep_cost)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"jc_last": self._jc_last, "jc_prev": self._jc_prev}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Checkpoints from before the trend term hold {}: the trend restarts from Jc alone.
+        self._jc_last, self._jc_prev = state.get("jc_last"), state.get("jc_prev")
 
     def project_directions(
         self, u_r: torch.Tensor, u_c: torch.Tensor, f_r: torch.Tensor, f_c: torch.Tensor, w_c: float = 0.0
@@ -180,11 +220,13 @@ class MarginBlender(Blender):
             raise ValueError("MarginBlender needs the cost gradient g_c and direction x_c (got None)")
         u_r, u_c = d.x_r, -d.x_c
         f_r, f_c = self.metric_images(d)
-        w_c = self.cost_weight(d.ep_cost, d.cost_limit)
+        # The adaptive rule follows the margin's own weight; the cap only shapes the blend.
+        w_margin = self.cost_weight(self.lead_cost(d.ep_cost), d.cost_limit)
+        w_c = min(self.max_cost_weight, w_margin)
         cos_rc = self._cos(u_r, u_c, f_r, f_c)
         if self.unit_directions:
             (u_r, f_r), (u_c, f_c) = _unit(u_r, f_r), _unit(u_c, f_c)
-        u_r, u_c, projected = self.project_directions(u_r, u_c, f_r, f_c, w_c)
+        u_r, u_c, projected = self.project_directions(u_r, u_c, f_r, f_c, w_margin)
         u = (1.0 - w_c) * u_r + w_c * u_c
         nu = self.step_size(u, precond)
         self._record(w_c=w_c, nu=nu, projected_frac=float(projected), cos_rc=cos_rc)
