@@ -1,17 +1,34 @@
-"""`kfcpo fit`, `kfcpo eval`, `kfcpo export`, `kfcpo registry`, `kfcpo --version`: the command
-line. Config errors exit 2, one line."""
+"""`kfcpo fit`, `kfcpo eval`, `kfcpo export`, `kfcpo registry`, `kfcpo --version`, and the
+tools (`kfcpo benchmark`, `plot`, `ablate`, `bench ...`, declared in kfcpo.tools.commands):
+the command line. Bad input, on the command line or found before any work starts, is one
+line `kfcpo: error: ...` naming what is wrong and what is valid, exit code 2."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 from omegaconf import OmegaConf
 
 from kfcpo.config import ConfigError, load_config
 from kfcpo.registry import FAMILIES, Catalogue, RegistryError, default_roots
+from kfcpo.tools.commands import add_tool_commands, split_overrides
 
 EXIT_CONFIG = 2
+PROG = "kfcpo"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with kfcpo's error contract: a bad command line (an unknown command or
+    flag, a bad value, a missing argument) is a one-line ConfigError, which `main` prints
+    like every other input error, instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()  # e.g. "bench throughput"
+        raise ConfigError(f"{command}: {message}; see '{self.prog} --help'" if command
+                          else f"{message}; see '{PROG} --help'")
 
 
 class _Version(argparse.Action):
@@ -29,7 +46,7 @@ class _Version(argparse.Action):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kfcpo", description="Safe RL on Lightning: KFCPO and baselines")
+    parser = _Parser(prog=PROG, description="Safe RL on Lightning: KFCPO and baselines")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="train an agent", description="kfcpo fit --config FILE [key=value ...]")
@@ -59,7 +76,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="sample the action (mean + std * noise) instead of the mean")
     reg = sub.add_parser("registry", help="list the component catalogue")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
+    add_tool_commands(sub)
     return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (default: sys.argv) as a Namespace; ConfigError (one line) if it
+    is not a valid one. `kfcpo benchmark` takes key=value overrides anywhere on the line."""
+    words, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(words)
+    if overrides is not None:
+        args.overrides = overrides
+    return args
 
 
 def _print_registry(family: str | None) -> None:
@@ -93,9 +121,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code (2: bad input, reported as one line on stderr)."""
     try:
+        args = parse_args(argv)
+        if hasattr(args, "handler"):  # the tools: each imports its own module when it runs
+            return args.handler(args)
         if args.command == "registry":
             _print_registry(args.family)
             return 0

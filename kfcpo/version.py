@@ -71,6 +71,12 @@ def git_commit() -> str | None:
     return f"{commit}+modified" if changed else commit
 
 
+def short_commit(commit: str) -> str:
+    """git's abbreviation of `commit` (as long as this repository needs, as `git rev-parse
+    --short` gives it), else its first 12 hex digits."""
+    return _git("rev-parse", "--short", commit) or commit[:12]
+
+
 def run_info() -> dict[str, str | None]:
     """What every run records about the code that made it (keys: RUN_INFO_KEYS)."""
     return dict(zip(RUN_INFO_KEYS, (version(), git_commit()), strict=True))

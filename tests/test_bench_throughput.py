@@ -1,4 +1,4 @@
-"""tools/bench_throughput.py end to end on a tiny budget: one command, one markdown table."""
+"""`kfcpo bench throughput` end to end on a tiny budget: one command, one markdown table."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tool_scripts import load_tool
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-bench = load_tool("bench_throughput")
-cpu_meter = load_tool("cpu_meter")
+from kfcpo.tools.bench import cpu_meter
+from kfcpo.tools.bench import throughput as bench
 
 
 def test_layouts_resolve_per_env_count() -> None:
@@ -36,7 +35,7 @@ def test_cpu_meter_sees_a_busy_child() -> None:
 def test_one_command_writes_the_whole_table(tmp_path: Path) -> None:
     out = tmp_path / "throughput.md"
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_throughput.py"), "--envs", "SafetyPointCircle1-v0",
+        [sys.executable, "-m", "kfcpo.cli", "bench", "throughput", "--envs", "SafetyPointCircle1-v0",
          "--num-envs", "1", "2", "--layouts", "sync", "async:2", "--algorithms", "cpo",
          "--steps-per-epoch", "200", "--epochs", "2", "--rounds", "1", "--out", str(out),
          "update_iters=1", "model.critic_iters=1"],

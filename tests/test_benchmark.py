@@ -1,4 +1,4 @@
-"""tools/benchmark.py on real (tiny) runs: the table, the curves, skipping, resuming, failures."""
+"""`kfcpo benchmark` on real (tiny) runs: the table, the curves, skipping, resuming, failures."""
 
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from tool_scripts import load_tool
+from helpers import ROOT
 
+from kfcpo.cli import EXIT_CONFIG, parse_args
 from kfcpo.cli import main as kfcpo
+from kfcpo.tools.benchmark import EXIT_FAILED
+from kfcpo.tools.grid import LOG_FILE, PRIOR_METRICS_FILE, merge_prior_metrics, reached_steps
+from kfcpo.tools.results import TABLE_HEADER, clip_to_budget, final_value
+from kfcpo.tools.runs import METRICS_FILE, Run
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = "SafetyPointGoal1-v0"
 TINY = ["env.num_envs=1", "env.vector=sync", "update_iters=1", "model.critic_iters=1"]
 EPOCH = 500  # env steps per epoch; the benchmark's budget is two epochs
 
-
-benchmark = load_tool("benchmark")
 
 
 @dataclass
@@ -35,10 +37,10 @@ class Invocation:
 
 
 def invoke(args: list[str]) -> Invocation:
-    """benchmark.main in this process, its stdout and stderr captured (its threads' too)."""
+    """`kfcpo benchmark` in this process, its stdout and stderr captured (its threads' too)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = benchmark.main(args)
+        code = kfcpo(["benchmark", *args])
     return Invocation(code, out.getvalue(), err.getvalue())
 
 
@@ -97,7 +99,7 @@ def table_rows(results: Path) -> list[list[str]]:
 def test_results_table_and_curves(bench: Bench) -> None:
     assert bench.first.code == 0, bench.first.err
     header, rule, *rows = table_rows(bench.root / "out" / "results.md")
-    assert tuple(header) == benchmark.TABLE_HEADER
+    assert tuple(header) == TABLE_HEADER
     assert len(rule) == len(header)
     assert len(rows) == 1
     env, algorithm, ret, cost, seeds, met = rows[0]
@@ -109,7 +111,7 @@ def test_results_table_and_curves(bench: Bench) -> None:
     assert cost == f"{np.mean(finals['ep_cost']):.2f} ± {np.std(finals['ep_cost']):.2f}"
     assert met == ("yes (≤ 25)" if np.mean(finals["ep_cost"]) <= 25 else "no (> 25)")
     text = (bench.root / "out" / "results.md").read_text()
-    assert "Command: `python tools/benchmark.py --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
+    assert "Command: `kfcpo benchmark --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
     assert "Date: " in text
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False)
@@ -144,11 +146,11 @@ def test_incomplete_run_is_resumed_not_restarted(bench: Bench) -> None:
         return {k: v for k, v in row.items() if v}
 
     assert filled(rows[0]) == filled(bench.interrupted_rows[0])
-    log = (resumed / benchmark.LOG_FILE).read_text()
-    assert "tools/benchmark.py: resume from" in log and "fresh start" not in log
+    log = (resumed / LOG_FILE).read_text()
+    assert "kfcpo benchmark: resume from" in log and "fresh start" not in log
     assert "Restoring states from the checkpoint" in log
-    assert not (resumed / benchmark.PRIOR_METRICS_FILE).exists()
-    assert "fresh start" in (run_dir(bench.root, 0) / benchmark.LOG_FILE).read_text()
+    assert not (resumed / PRIOR_METRICS_FILE).exists()
+    assert "fresh start" in (run_dir(bench.root, 0) / LOG_FILE).read_text()
 
 
 @pytest.mark.slow
@@ -158,7 +160,7 @@ def test_failed_run_is_reported_and_the_rest_tabled(bench: Bench, tmp_path: Path
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
     result = invoke(bench_args(tmp_path, ["0", "1", "2"]))
-    assert result.code == benchmark.EXIT_FAILED
+    assert result.code == EXIT_FAILED
     assert f"{ENV}/ppo_lag/seed2: exit code 2" in result.err
     assert "is not a readable checkpoint" in result.err  # the end of its log
     assert table_rows(tmp_path / "out" / "results.md")[2][4] == "2"  # seeds 0 and 1
@@ -180,22 +182,22 @@ def test_report_tables_complete_runs_and_starts_none(bench: Bench, tmp_path: Pat
     rows = table_rows(tmp_path / "out" / "results.md")[2:]
     assert [(r[1], r[4]) for r in rows] == [("ppo_lag", "2"), ("kfcpo", "0")]
     text = (tmp_path / "out" / "results.md").read_text()
-    assert "Command: `python tools/benchmark.py --algorithms ppo_lag kfcpo " in text
+    assert "Command: `kfcpo benchmark --algorithms ppo_lag kfcpo " in text
     assert "--report" not in text
     assert (tmp_path / "out" / "curves.png").is_file()
 
 
 def test_a_key_the_tool_sets_is_refused(tmp_path: Path) -> None:
     result = invoke([*bench_args(tmp_path, ["0"]), "seed=3"])
-    assert result.code == benchmark.EXIT_CONFIG
+    assert result.code == EXIT_CONFIG
     err = result.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tools/benchmark.py: error: override 'seed=3': ")
+    assert len(err) == 1 and err[0].startswith("kfcpo: error: override 'seed=3': ")
     assert not (tmp_path / "runs").exists()
 
 
 def test_overrides_may_stand_anywhere() -> None:
-    args = benchmark.parse_args(["update_iters=1", "--algorithms", "a", "b", "--seeds", "0", "1",
-                                 "model.critic_iters=1", "--total-steps", "10"])
+    args = parse_args(["benchmark", "update_iters=1", "--algorithms", "a", "b", "--seeds", "0", "1",
+                       "model.critic_iters=1", "--total-steps", "10"])
     assert args.algorithms == ["a", "b"] and args.seeds == [0, 1] and args.total_steps == 10
     assert args.overrides == ["update_iters=1", "model.critic_iters=1"]
 
@@ -204,20 +206,20 @@ def synthetic_run(ret: list[float], steps: list[float] | None = None):
     steps = steps or [100.0 * (i + 1) for i in range(len(ret))]
     metrics = {"ep_ret": np.array(ret), "ep_cost": np.zeros(len(ret))}
     cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": 0, "cost_limit": 5.0}
-    return benchmark.Run(Path("."), cfg, np.array(steps), metrics)
+    return Run(Path("."), cfg, np.array(steps), metrics)
 
 
 def test_final_value_is_the_mean_of_the_last_tenth_of_epochs() -> None:
     ret = [float(i) for i in range(20)]
-    assert benchmark.final_value(synthetic_run(ret), "ep_ret") == pytest.approx((18 + 19) / 2)
-    assert benchmark.final_value(synthetic_run(ret[:15]), "ep_ret") == pytest.approx((13 + 14) / 2)  # ceil
-    assert benchmark.final_value(synthetic_run([1.0, 2.0, 3.0]), "ep_ret") == 3.0  # at least one epoch
-    assert benchmark.final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "ep_ret") == 7.0
-    assert math.isnan(benchmark.final_value(synthetic_run([1.0, math.nan]), "ep_ret"))
+    assert final_value(synthetic_run(ret), "ep_ret") == pytest.approx((18 + 19) / 2)
+    assert final_value(synthetic_run(ret[:15]), "ep_ret") == pytest.approx((13 + 14) / 2)  # ceil
+    assert final_value(synthetic_run([1.0, 2.0, 3.0]), "ep_ret") == 3.0  # at least one epoch
+    assert final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "ep_ret") == 7.0
+    assert math.isnan(final_value(synthetic_run([1.0, math.nan]), "ep_ret"))
 
 
 def test_a_longer_run_is_cut_at_the_budget() -> None:
-    run = benchmark.clip_to_budget(synthetic_run([1.0, 2.0, 3.0, 4.0]), 250)
+    run = clip_to_budget(synthetic_run([1.0, 2.0, 3.0, 4.0]), 250)
     assert run.steps.tolist() == [100.0, 200.0, 300.0]  # the epoch that reached 250 ends it
     assert run.metrics["ep_ret"].tolist() == [1.0, 2.0, 3.0]
 
@@ -229,19 +231,19 @@ def test_stashed_rows_are_merged_by_epoch(tmp_path: Path) -> None:
             writer.writeheader()
             writer.writerows(rows)
 
-    write(benchmark.PRIOR_METRICS_FILE, [{"epoch": "0", "env_steps": "5", "x": "a"},
-                                         {"epoch": "1", "env_steps": "10", "x": "stale"}])
-    write(benchmark.METRICS_FILE, [{"epoch": "1", "env_steps": "10", "x": "b"},
-                                   {"epoch": "2", "env_steps": "15", "x": "c"}])
-    benchmark.merge_prior_metrics(tmp_path)
+    write(PRIOR_METRICS_FILE, [{"epoch": "0", "env_steps": "5", "x": "a"},
+                               {"epoch": "1", "env_steps": "10", "x": "stale"}])
+    write(METRICS_FILE, [{"epoch": "1", "env_steps": "10", "x": "b"},
+                         {"epoch": "2", "env_steps": "15", "x": "c"}])
+    merge_prior_metrics(tmp_path)
     assert [r["x"] for r in read_metrics(tmp_path)] == ["a", "b", "c"]
-    assert not (tmp_path / benchmark.PRIOR_METRICS_FILE).exists()
-    assert benchmark.reached_steps(tmp_path) == 15.0
+    assert not (tmp_path / PRIOR_METRICS_FILE).exists()
+    assert reached_steps(tmp_path) == 15.0
 
 
 def test_a_bad_override_stops_before_any_run(tmp_path: Path) -> None:
     result = invoke([*bench_args(tmp_path, ["0"]), "no_such_key=1"])
-    assert result.code == benchmark.EXIT_CONFIG
+    assert result.code == EXIT_CONFIG
     err = result.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tools/benchmark.py: error: ") and "no_such_key" in err[0]
+    assert len(err) == 1 and err[0].startswith("kfcpo: error: ") and "no_such_key" in err[0]
     assert not (tmp_path / "runs").exists()

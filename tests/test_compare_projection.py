@@ -1,15 +1,13 @@
-"""tools/compare_projection.py on a real (tiny) PointGoal1 rollout: it measures, it commits nothing."""
+"""`kfcpo bench projection` on a real (tiny) PointGoal1 rollout: it measures, it commits nothing."""
 
 from __future__ import annotations
 
 import argparse
 
 import torch
-from tool_scripts import load_tool
 
 from kfcpo.blend.margin import INNER_PRODUCTS
-
-compare_projection = load_tool("compare_projection")
+from kfcpo.tools.bench import projection as compare_projection
 
 
 def test_every_variant_is_measured_and_the_policy_is_left_as_it_was() -> None:

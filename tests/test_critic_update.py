@@ -10,7 +10,7 @@ from torch import nn
 
 from kfcpo.models import COST, REWARD, Critics
 from kfcpo.models.mlp import mlp
-from kfcpo.update import UpdateConfig, critic_update
+from kfcpo.update import CLIP_EPS, UpdateConfig, _clip_each_critic, critic_update
 
 LR = 0.1
 OBS_DIM, HIDDEN = 3, [8, 8]
@@ -70,3 +70,45 @@ def test_critic_step_matches_reference(l2: float, clip: float) -> None:
     torch.testing.assert_close(stacked_step(targets, obs, l2, clip), expected, rtol=1e-5, atol=1e-6)
     if l2 or clip:  # the options change the step: the comparison above can fail
         assert not torch.allclose(stacked_step(targets, obs, 0.0, 0.0), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "sigmoid"])
+@pytest.mark.parametrize("n", [1, 37, 128])
+def test_regression_grads_are_autograds_bit_for_bit(activation: str, n: int) -> None:
+    """The written-out backward gives autograd's loss and gradients exactly (the critics'
+    updates must not change by a bit); an activation without one falls back to autograd."""
+    torch.manual_seed(2)
+    critics = Critics(OBS_DIM, [16, 8], "tanh" if activation == "sigmoid" else activation)
+    if activation == "sigmoid":
+        critics.activation = nn.Sigmoid()
+    gen = torch.Generator().manual_seed(n)
+    obs = 3 * torch.randn(n, OBS_DIM, generator=gen)
+    targets = 10 * torch.randn(2, n, generator=gen)
+    params = list(critics.parameters())
+    loss = (critics(obs) - targets).pow(2).mean(1).sum()
+    expected = torch.autograd.grad(loss, params)
+    mse, grads = critics.regression_grads(obs, targets)
+    assert torch.equal(mse, loss.detach())
+    assert len(grads) == len(params)
+    for g, e in zip(grads, expected, strict=True):
+        assert torch.equal(g, e)
+
+
+def _clip_exact(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """The clip's rule with no shortcut."""
+    squares = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0)
+    coef = torch.clamp(max_norm / (squares.sqrt() + CLIP_EPS), max=1.0)
+    return [g * coef.view(-1, *([1] * (g.dim() - 1))) for g in grads]
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 0.998, 0.9995, 1.0, 1.0005, 3.0, float("nan")])
+@pytest.mark.parametrize("max_norm", [40.0, 1e-7])
+def test_clip_shortcut_is_the_exact_rule(scale: float, max_norm: float) -> None:
+    """Near, below, above the bound, at a bound under the rule's epsilon and with NaN
+    gradients: the clip's values are the exact rule's, bit for bit."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(shape, generator=gen) for shape in [(2, 3, 8), (2, 1, 8), (2, 8, 1), (2, 1, 1)]]
+    total = float(torch.sqrt(sum((g**2).sum() for g in grads)))
+    grads = [g * (scale * max_norm / total) for g in grads]
+    for got, want in zip(_clip_each_critic(grads, max_norm), _clip_exact(grads, max_norm), strict=True):
+        assert torch.equal(got, want) or (torch.isnan(want).all() and torch.isnan(got).all())

@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line
+from helpers import one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
 from kfcpo.checkpoint import CHECKPOINT_FORMAT

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import GOAL, ROOT, TINY_FIT, one_error_line
+from helpers import GOAL, ROOT, TINY_FIT, one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
 from kfcpo.checkpoint import CHECKPOINT_FORMAT

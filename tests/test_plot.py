@@ -1,4 +1,4 @@
-"""tools/plot.py on real (tiny) training runs: grouping, aggregation, the PNG."""
+"""`kfcpo plot` on real (tiny) training runs: grouping, aggregation, the PNG."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import yaml
-from tool_scripts import load_tool
+from helpers import GOAL
 
 from kfcpo.cli import main as kfcpo
+from kfcpo.tools import plot
+from kfcpo.tools.runs import Run, group_runs, load_runs
 
-ROOT = Path(__file__).resolve().parents[1]
-GOAL = str(ROOT / "conf" / "goal.yaml")
 # Hopper's episodes end within tens of steps under a fresh policy, so every epoch has a
 # finished episode (PointGoal1's last 1000 steps: its return would be NaN until then).
 TASK = "SafetyHopperVelocity-v1"
@@ -30,8 +30,6 @@ TINY = [
     "logger.wandb.mode=disabled",
 ]
 
-
-plot = load_tool("plot")
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +56,25 @@ def metric_at(run: Path, step: float, key: str) -> float:
 
 @pytest.mark.slow
 def test_two_seeds_of_one_algorithm_are_one_group(runs: Path) -> None:
-    loaded = plot.load_runs([runs / "s0", runs / "s1"])
-    groups = plot.group_runs(loaded)
+    loaded = load_runs([runs / "s0", runs / "s1"])
+    groups = group_runs(loaded)
     assert list(groups) == [TASK]
     assert list(groups[TASK]) == ["ppo_lag"]
     assert [r.seed for r in groups[TASK]["ppo_lag"]] == [0, 1]
     assert loaded[0].steps.tolist() == [250.0, 500.0]
 
-    everything = plot.group_runs(plot.load_runs([runs]))  # a parent folder finds all four
+    everything = group_runs(load_runs([runs]))  # a parent folder finds all four
     assert {env: sorted(g) for env, g in everything.items()} == {
         "SafetyPointButton1-v0": ["ppo_lag"],
         TASK: ["kfcpo", "ppo_lag"],
     }
-    by_key = plot.group_runs(loaded, group_by=["algorithm", "seed"])
+    by_key = group_runs(loaded, group_by=["algorithm", "seed"])
     assert sorted(by_key[TASK]) == ["ppo_lag/0", "ppo_lag/1"]
 
 
 @pytest.mark.slow
 def test_group_curve_is_the_mean_of_the_seeds(runs: Path) -> None:
-    members = plot.load_runs([runs / "s0", runs / "s1"])
+    members = load_runs([runs / "s0", runs / "s1"])
     grid, mean, low, high = plot.aggregate(members, "ep_ret")
     assert grid[0] == 250.0 and grid[-1] == 500.0 and len(grid) == plot.GRID_POINTS
     values = [metric_at(runs / s, 500.0, "ep_ret") for s in ("s0", "s1")]
@@ -88,7 +86,7 @@ def test_group_curve_is_the_mean_of_the_seeds(runs: Path) -> None:
 def test_cli_writes_a_png_of_the_expected_size(runs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "figs" / "curves.png"
     args = [str(runs / "s0"), str(runs / "s1"), str(runs / "other_env"), "-o", str(out)]
-    assert plot.main([*args, "--cost-limit", "10"]) == 0
+    assert kfcpo(["plot", *args, "--cost-limit", "10"]) == 0
     assert "3 runs ->" in capsys.readouterr().out
     assert out.stat().st_size > 10_000
     image = mpimg.imread(out)
@@ -102,7 +100,7 @@ def test_aggregate_interpolates_on_the_shared_steps() -> None:
     def run(steps: list[float], ret: list[float], seed: int):
         cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": seed, "cost_limit": 5.0}
         metrics = {"ep_ret": np.array(ret), "ep_cost": np.array(ret) * 0}
-        return plot.Run(Path("."), cfg, np.array(steps), metrics)
+        return Run(Path("."), cfg, np.array(steps), metrics)
 
     a = run([0, 100, 200], [0.0, 10.0, 20.0], 0)
     b = run([50, 150, 250], [5.0, 5.0, np.nan], 1)  # a NaN row is skipped, not spread
@@ -115,7 +113,7 @@ def test_aggregate_interpolates_on_the_shared_steps() -> None:
 
 
 def test_not_a_run_folder_is_one_line_error(tmp_path: Path, capsys) -> None:
-    assert plot.main([str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 2
+    assert kfcpo(["plot", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("plot.py: error: ")
+    assert len(err) == 1 and err[0].startswith("kfcpo: error: ")
     assert not (tmp_path / "x.png").exists()

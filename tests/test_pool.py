@@ -16,7 +16,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from cli_helpers import vector_replay
+from helpers import vector_replay
 
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims

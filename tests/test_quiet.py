@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
-from cli_helpers import GOAL, ROOT
+from helpers import GOAL, ROOT
 
 from kfcpo.train import quiet_lightning
 

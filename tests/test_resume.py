@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from cli_helpers import vector_replay
+from helpers import vector_replay
 
 from kfcpo.atomic_file import partial_path
 from kfcpo.checkpoint import find_checkpoint

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import GOAL, ROOT, TINY_FIT
+from helpers import GOAL, ROOT, TINY_FIT
 from omegaconf import DictConfig
 
 from kfcpo.cli import main

@@ -5,8 +5,8 @@ Lightning's fetcher asks for the next item before running the training step (to 
 whether the epoch is over); because the generator ends right after its single yield,
 that look-ahead cannot collect a second rollout with the not-yet-updated policy. The
 minibatch loop lives inside the update (measured: a Lightning step per minibatch costs
-more than the minibatch math itself, by the plain-loop column of an earlier
-tools/bench_throughput.py).
+more than the minibatch math itself, by the plain-loop column of an earlier version of
+`kfcpo bench throughput`, then the script tools/bench_throughput.py).
 """
 
 from __future__ import annotations

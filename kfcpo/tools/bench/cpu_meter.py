@@ -21,6 +21,7 @@ _PPID, _UTIME, _STIME, _CUTIME, _CSTIME = 1, 11, 12, 13, 14
 
 
 def can_see_children() -> bool:
+    """Whether live child processes can be read (a /proc file system)."""
     return PROC.is_dir()
 
 
@@ -47,11 +48,14 @@ def cpu_seconds() -> float:
 
 @dataclass
 class Window:
+    """Wall and CPU seconds of one measured window."""
+
     wall_s: float
     cpu_s: float
 
     @property
     def cores(self) -> float:
+        """Cores busy on average over the window."""
         return self.cpu_s / self.wall_s if self.wall_s > 0 else float("nan")
 
 
@@ -62,7 +66,9 @@ class CpuMeter:
         self._wall = self._cpu = 0.0
 
     def start(self) -> None:
+        """Open a window now."""
         self._wall, self._cpu = time.perf_counter(), cpu_seconds()
 
     def stop(self) -> Window:
+        """The window since the last `start()`."""
         return Window(time.perf_counter() - self._wall, cpu_seconds() - self._cpu)

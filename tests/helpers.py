@@ -1,4 +1,6 @@
-"""What several test files share about driving the CLI and replaying vector envs."""
+"""Plain helpers and constants several test files import: the repository's paths, the
+tiny training config, the CLI's one-line error, vector-env replays. Fixtures built on
+them live in conftest.py."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ TINY_FIT = [
     "update_iters=1",
     "model.critic_iters=1",
 ]
+ERROR_PREFIX = "kfcpo: error: "
 
 
 def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -25,7 +28,7 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith("kfcpo: error: ")
+    assert lines[0].startswith(ERROR_PREFIX)
     return lines[0]
 
 

@@ -1,4 +1,5 @@
-"""KFCPO's conflict projection in the Euclidean vs the Fisher inner product, on real rollouts.
+"""`kfcpo bench projection`: KFCPO's conflict projection in the Euclidean vs the Fisher
+inner product, on real rollouts.
 
 For every minibatch of a rollout, K-FAC directions are computed as in `kfcpo.update`, and
 each variant of the `margin` blender (the kfcpo preset's parameters, `inner` swapped)
@@ -8,8 +9,8 @@ is committed, so both variants see the same policy and directions. Reported per 
 and Jc: how often the directions conflict (the projection fires), how often the step
 raises the cost surrogate, and the mean surrogate changes per step.
 
-    .venv/bin/python tools/compare_projection.py [--checkpoint runs/.../last.ckpt]
-        [--env SafetyPointGoal1-v0] [--steps 4000] [--seeds 0 1 2] [--jc 0.7 2.0]
+    kfcpo bench projection [--checkpoint runs/.../last.ckpt] [--env SafetyPointGoal1-v0]
+        [--steps 4000] [--seeds 0 1 2] [--jc 0.7 2.0]
 
 Without --checkpoint each seed starts from a fresh policy; with it, from the checkpoint's
 policy, critics and normalizer (its env and config), one rollout per seed.
@@ -38,18 +39,16 @@ from kfcpo.update import minibatches
 
 
 def build_module(args: argparse.Namespace, seed: int) -> SafeRLModule:
+    """A kfcpo module: fresh on --env, or the --checkpoint's (a run of the margin blender)."""
     torch.manual_seed(seed)
     if args.checkpoint is None:
         overrides = ["algorithm=kfcpo", f"env.id={args.env}", "logger.wandb.mode=disabled"]
         return SafeRLModule(load_config(None, overrides)[0])
-    try:
-        ckpt = read_checkpoint(args.checkpoint, key="--checkpoint")
-    except ConfigError as err:
-        raise SystemExit(str(err)) from None
+    ckpt = read_checkpoint(args.checkpoint, key="--checkpoint")
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
     if cfg.blender.name != "margin":
-        raise SystemExit(f"--checkpoint: '{args.checkpoint}' was trained with blender '{cfg.blender.name}'; "
-                         "this tool compares the margin blender's projections (a kfcpo run)")
+        raise ConfigError(f"--checkpoint: '{args.checkpoint}' was trained with blender '{cfg.blender.name}'; "
+                          "expected a run of the margin blender (e.g. the kfcpo preset)")
     module = SafeRLModule(cfg)
     module.load_state_dict(ckpt["state_dict"])
     module.normalizer.load_state_dict(ckpt[CHECKPOINT_KEY]["normalizer"])
@@ -57,6 +56,7 @@ def build_module(args: argparse.Namespace, seed: int) -> SafeRLModule:
 
 
 def collect(module: SafeRLModule, steps: int, num_envs: int, seed: int) -> Batch:
+    """One rollout of `steps` env steps with the module's policy, on sync envs."""
     cfg = module.cfg
     envs = make_vector_env(cfg.env.id, num_envs, seed=seed, vector="sync")
     gae_cfg = GAEConfig.from_config(cfg)
@@ -103,18 +103,11 @@ def compare(
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="start from this kfcpo checkpoint's policy")
-    parser.add_argument("--env", default="SafetyPointGoal1-v0", help="task (without --checkpoint)")
-    parser.add_argument("--steps", type=int, default=4000, help="rollout length per seed")
-    parser.add_argument("--num-envs", type=int, default=2)
-    parser.add_argument("--minibatch-size", type=int, default=128,
-                        help="states per blended step (0 = the whole rollout)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jc", type=float, nargs="+", default=[0.7, 2.0],
-                        help="episode costs, in units of the cost limit, to blend at")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
+    """`kfcpo bench projection`: every seed's rollout measured, then one table."""
+    if args.steps % args.num_envs:
+        raise ConfigError(f"--steps: {args.steps} is not a multiple of --num-envs {args.num_envs}; "
+                          "expected a multiple of it")
     torch.set_num_threads(1)
     rows: dict[tuple, list] = defaultdict(list)
     for seed in args.seeds:
@@ -132,7 +125,4 @@ def main() -> None:
         cols = list(zip(*values, strict=True))
         print(f"| {inner} | {units:g} | {len(values)} | {mean(cols[0]):.2f} | {mean(cols[1]):.2f} | "
               f"{mean(cols[2]):+.2e} | {mean(cols[3]):+.2e} | {mean(cols[4]):.4f} |")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,4 +1,5 @@
-"""Cost of the curvature work per policy update, relative to the two surrogate gradients.
+"""`kfcpo bench precond`: cost of the curvature work per policy update, relative to the two
+surrogate gradients.
 
 One "update" of a preconditioner here is what an update rule spends on curvature:
 `update(obs)` + `solve(g_r)` + `solve(g_c)` + one `quad`. It is reported as a multiple of
@@ -6,7 +7,7 @@ the cost of g_r and g_c themselves (one forward, two backward passes of E[ratio 
 median over repeats, for SafetyPointButton1-sized policies on random states. A second
 table compares the K-FAC G estimators ("expected" vs "sampled") in accuracy and time.
 
-    .venv/bin/python tools/bench_precond.py [--repeats 5] [--sizes 128 2000 20000]
+    kfcpo bench precond [--repeats 5] [--sizes 128 2000 20000] [--stat median|min]
 """
 
 from __future__ import annotations
@@ -27,20 +28,19 @@ from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
 from kfcpo.precond.cg import ConjugateGradient
 from kfcpo.precond.kfac import KFAC
+from kfcpo.tools.commands import PRECOND_STATS
 
 # SafetyPointButton1: 60-dimensional observation (lidar), 2 actions.
 OBS_DIM, ACT_DIM = 60, 2
 HIDDENS = ((64, 64), (256, 256))
-# KFCPO's minibatch (one K-FAC update per minibatch), then full-batch sizes.
-SIZES = (128, 2000, 20000)
 # Targets from the brief: K-FAC within 1.5x of the gradients, CG >= 20x slower than K-FAC.
 KFAC_BUDGET, CG_SLOWDOWN = 1.5, 20.0
 # Output-layer gain standing in for a trained policy in the estimator comparison.
 TRAINED_OUT_GAIN = 1.0
 # Summary over repeats: the median (default) or the best, which shared-machine noise
 # can only make worse, never better.
-STATS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
 Stat = Callable[[list[float]], float]
+STATS: dict[str, Stat] = dict(zip(PRECOND_STATS, (statistics.median, min), strict=True))
 # Batches below this many states are timed over several calls per repeat.
 SMALL_BATCH_STATES = 2000
 # Amortized cost with the eigendecomposition every T_f = 10 updates (ACKTR's value).
@@ -61,6 +61,7 @@ class Problem:
         self.adv_r, self.adv_c = torch.randn(n), torch.randn(n)
 
     def gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """g_r and g_c, the gradients of the two surrogates at the current policy."""
         params = params_of(self.actor)
         ratio = torch.exp(self.actor.log_prob(self.obs, self.act) - self.logp_old)
         g_r = flat_grad((ratio * self.adv_r).mean(), params, retain_graph=True)
@@ -77,6 +78,7 @@ def seconds(fn: Callable[[], object], calls: int = 1) -> float:
 
 
 def curvature_step(pre: Preconditioner, obs: torch.Tensor, g_r: torch.Tensor, g_c: torch.Tensor) -> None:
+    """What an update rule spends on curvature: an update, two solves and one quad."""
     pre.update(obs)
     x_r, x_c = pre.solve(g_r), pre.solve(g_c)
     pre.quad(x_r - x_c)
@@ -175,12 +177,8 @@ def estimator_table(repeats: int, sizes: tuple[int, ...], stat: Stat) -> Iterato
             )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--stat", choices=list(STATS), default="median")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
+    """`kfcpo bench precond`: both tables, printed row by row as they are measured."""
     sizes = tuple(args.sizes)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
@@ -197,11 +195,10 @@ def main() -> None:
     for row in estimator_table(args.repeats, sizes, STATS[args.stat]):
         print(row, flush=True)
     print(f"\nload average at the end: {load()}")
+    return 0
 
 
 def load() -> str:
+    """The load averages: timings on a shared machine drift with them."""
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,100 @@
+"""The results of a benchmark grid: a markdown table of final return and cost per
+(env, algorithm), and the curves beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kfcpo.tools.grid import GridSpec, RunSpec, is_complete
+from kfcpo.tools.plot import plot_runs
+from kfcpo.tools.provenance import code_version, timestamp
+from kfcpo.tools.runs import Run, cost_limits, group_runs, load_runs
+
+FINAL_FRACTION = 0.1  # "final" = mean over this last fraction of a run's epochs (at least one)
+TABLE_HEADER = ("env", "algorithm", "final return", "final cost", "seeds", "cost limit met")
+RESULTS_FILE, CURVES_FILE = "results.md", "curves.png"
+NO_VALUE = "–"  # a cell without runs
+
+
+def clip_to_budget(run: Run, total_steps: int) -> Run:
+    """The run's epochs up to the first one that reached the budget (a folder may hold more)."""
+    n = int(np.searchsorted(run.steps, total_steps)) + 1
+    metrics = {k: v[:n] for k, v in run.metrics.items()}
+    return dataclasses.replace(run, steps=run.steps[:n], metrics=metrics)
+
+
+def final_value(run: Run, metric: str) -> float:
+    """Mean of `metric` over the run's last FINAL_FRACTION of epochs (NaN epochs ignored)."""
+    values = run.metrics[metric]
+    last = values[-max(1, math.ceil(FINAL_FRACTION * len(values))):]
+    last = last[~np.isnan(last)]
+    return float(last.mean()) if len(last) else math.nan
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """Values as "mean ± std" (population std, two decimals)."""
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+
+def table_row(env: str, algorithm: str, runs: Sequence[Run]) -> tuple[str, ...]:
+    """One (env, algorithm) row: final return and cost over seeds, limit met."""
+    if not runs:
+        return (env, algorithm, NO_VALUE, NO_VALUE, "0", NO_VALUE)
+    returns = [final_value(r, "ep_ret") for r in runs]
+    costs = [final_value(r, "ep_cost") for r in runs]
+    limit = min(cost_limits(runs), default=math.nan)  # the strictest, should seeds differ
+    met = f"yes (≤ {limit:g})" if np.mean(costs) <= limit else f"no (> {limit:g})"
+    return (env, algorithm, mean_std(returns), mean_std(costs), str(len(runs)), met)
+
+
+def results_markdown(spec: GridSpec, runs: Sequence[Run]) -> str:
+    """The whole results.md: the table, the curves, command, code and date."""
+    groups = group_runs(runs)
+    rows = [
+        table_row(env, algorithm, groups.get(env, {}).get(algorithm, []))
+        for env in spec.envs for algorithm in spec.algorithms
+    ]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Budget: {spec.total_steps:,} env steps per run. Final = a run's mean over its last "
+        f"{FINAL_FRACTION:.0%} of epochs; mean ± std over seeds. Cost limit met: mean final "
+        "cost ≤ the runs' `cost_limit`.",
+        "",
+        "| " + " | ".join(TABLE_HEADER) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 3 + ["---"]) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"![return and cost curves]({CURVES_FILE})",
+        "",
+        f"Command: `{spec.command()}`",
+        "",
+        f"Code: {code_version()}",
+        "",
+        f"Date: {timestamp()}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def complete_runs(spec: GridSpec, runs: Sequence[RunSpec]) -> list[Run]:
+    """The runs that reached the budget, read and cut at it."""
+    dirs = [r.dir for r in runs if is_complete(r.dir, spec.total_steps)]
+    return [clip_to_budget(r, spec.total_steps) for r in load_runs(dirs)] if dirs else []
+
+
+def write_results(spec: GridSpec, runs: Sequence[RunSpec]) -> list[Path]:
+    """results.md over the complete runs, and curves.png when there is any; the files written."""
+    complete = complete_runs(spec, runs)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    table = spec.out / RESULTS_FILE
+    table.write_text(results_markdown(spec, complete))
+    curves = spec.out / CURVES_FILE
+    if not complete:
+        curves.unlink(missing_ok=True)  # no stale figure beside an empty table
+        return [table]
+    return [table, plot_runs(complete, curves, band="std", title="mean over seeds, band ± std")]
