@@ -29,6 +29,9 @@ from kfcpo.precond.base import Preconditioner
 FULL_BATCH = 0
 # torch's clip_grad_norm_ divides by (norm + 1e-6); the critics' clip keeps its rule.
 CLIP_EPS = 1e-6
+# Relative margin of the clip's shortcut (see _clip_each_critic): a thousand times the
+# ~1e-6 by which float32 norms summed in different orders can differ.
+CLIP_SLACK = 1e-3
 
 
 @dataclass
@@ -123,6 +126,15 @@ def _clip_each_critic(grads: list[torch.Tensor], max_norm: float) -> list[torch.
     """Each critic's gradient (row k of every stacked tensor) scaled to a total norm <=
     max_norm, as torch's clip_grad_norm_ would for that critic alone."""
     with torch.no_grad():
+        # Usually nothing is clipped (0 of 1,570 minibatch steps in a fresh PointCircle1
+        # epoch, 9 of 12,520 for PPO-Lag's): when the norm of both critics' gradients
+        # together is below max_norm by far more than rounding, every coefficient below
+        # is exactly 1 and the clip is the identity, found in 4 operations instead of ~30
+        # (the kfcpo critic regression of a PointCircle1 epoch: 0.79 -> 0.73 s). Anything
+        # else, NaN included, takes the exact rule.
+        total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        if (total + CLIP_EPS) * (1.0 + CLIP_SLACK) < max_norm:
+            return grads
         squares = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0)
         coef = torch.clamp(max_norm / (squares.sqrt() + CLIP_EPS), max=1.0)
         return [g * coef.view(-1, *([1] * (g.dim() - 1))) for g in grads]
@@ -152,8 +164,8 @@ def critic_update(
             mse = (critics(obs[idx]) - targets[:, idx]).pow(2).mean(1).sum()
             grads = all_mean_each(list(torch.autograd.grad(mse, params)))
             if cfg.critic_l2:
-                with torch.no_grad():
-                    grads = torch._foreach_add(grads, params, alpha=2.0 * cfg.critic_l2)
+                with torch.no_grad():  # in place: the gradients are this step's own tensors
+                    torch._foreach_add_(grads, params, alpha=2.0 * cfg.critic_l2)
             if cfg.critic_max_grad_norm:
                 grads = _clip_each_critic(grads, cfg.critic_max_grad_norm)
             for p, g in zip(params, grads, strict=True):
