@@ -42,8 +42,9 @@ class KLRollback(Guard):
 
     def stop(self, kl_from_rollout: float) -> bool:
         # Each committed step is bounded, but dozens of them per epoch compound: without
-        # a bound on the drift from the rollout policy (measured: KL 1-2 after 10 passes)
-        # the surrogate is evaluated far outside where it means anything. 0 = paper-pure.
+        # a stop on the drift from the rollout policy (measured: KL 1-2 after 10 passes)
+        # the surrogate is evaluated far outside where it means anything. The crossing step
+        # is kept, so the drift ends past epoch_kl (docs/algorithm.md 3.3). 0 = paper-pure.
         return self.epoch_kl > 0 and kl_from_rollout > self.epoch_kl
 
     def begin_epoch(self) -> None:
