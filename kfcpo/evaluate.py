@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from kfcpo.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.validate import check_file_path
 from kfcpo.envs import COST_KEY, ObsNormalizer, UnknownEnvError, make_env, space_dims
 from kfcpo.models import GaussianActor
+from kfcpo.run.checkpoint import CHECKPOINT_KEY, VERSION_KEY, read_checkpoint, saved_config
+from kfcpo.run.layout import checkpoint_run_dir
 from kfcpo.video import VideoWriter, check_video_path
 
 if TYPE_CHECKING:
@@ -46,9 +47,13 @@ METRICS = (("ep_ret", "return"), ("ep_cost", "cost"), ("ep_len", "length"))
 
 @dataclass
 class Policy:
+    """A trained policy: its actor, the normalizer it saw observations through, the
+    config it trained with, and the kfcpo that wrote its checkpoint (None: unknown)."""
+
     actor: GaussianActor
     normalizer: ObsNormalizer
     config: DictConfig
+    trained_with: str | None = None
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool, generator: torch.Generator) -> np.ndarray:
@@ -71,7 +76,7 @@ def load_policy(path: str | Path) -> Policy:
     ckpt = read_checkpoint(path, key=KEY)  # also checks the kfcpo checkpoint format
     state = ckpt[CHECKPOINT_KEY]
     try:
-        cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+        cfg = saved_config(ckpt)
         obs_dim, act_dim = space_dims(cfg.env.id)
         actor = GaussianActor(obs_dim, act_dim, list(cfg.model.hidden), cfg.model.activation)
         prefix = "actor."
@@ -86,7 +91,7 @@ def load_policy(path: str | Path) -> Policy:
         # kfcpo can rebuild a policy from.
         raise ConfigError(f"{KEY}: '{path}' does not match its own config ({_first_line(err)})") from None
     actor.eval()
-    return Policy(actor, normalizer, cfg)
+    return Policy(actor, normalizer, cfg, ckpt.get(VERSION_KEY))
 
 
 def default_camera(env_id: str) -> str | None:
@@ -176,12 +181,6 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     for key, label in METRICS:
         table.add_row(label, *(f"{result[f'{key}_{c}']:.2f}" for c in ("mean", "std", "min", "max")))
     console.print(table)
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run folder (config.yaml, wandb/) a checkpoint in <run>/checkpoints/ came from."""
-    run = checkpoint.resolve().parent.parent
-    return run if (run / "config.yaml").is_file() else checkpoint.resolve().parent
 
 
 def log_to_wandb(result: dict[str, Any], cfg: DictConfig, run_dir: Path) -> bool:
@@ -280,5 +279,5 @@ def evaluate(
         capped = f", {writer.dropped} more left out by the cap" if writer.dropped else ""
         print(f"video: {writer.path} ({writer.frames} frames{capped})")
     if wandb:
-        result["wandb"] = log_to_wandb(result, cfg, run_dir_of(Path(checkpoint)))
+        result["wandb"] = log_to_wandb(result, cfg, checkpoint_run_dir(Path(checkpoint)))
     return result

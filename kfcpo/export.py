@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kfcpo.atomic_file import write_atomic
-from kfcpo.checkpoint import read_checkpoint
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.validate import check_file_path
-from kfcpo.evaluate import KEY, Policy, load_policy
+from kfcpo.evaluate import Policy, load_policy
+from kfcpo.run.atomic import write_atomic
 from kfcpo.version import version
 
 FORMATS = ("torchscript", "onnx")
@@ -116,7 +115,7 @@ def build(checkpoint: str | Path, stochastic: bool = False) -> tuple[StandaloneP
     cfg = policy.config
     low, high = action_bounds(cfg.env.id)
     module = StandalonePolicy(policy, low, high, stochastic).eval()
-    trained_with = read_checkpoint(checkpoint, key=KEY).get("kfcpo_version")
+    trained_with = policy.trained_with
     meta = {
         "exported_by": f"kfcpo {version()}",
         "trained_with": f"kfcpo {trained_with}" if trained_with else "unknown (an older checkpoint)",

@@ -17,12 +17,12 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from kfcpo.adam import adam
-from kfcpo.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.cost_window import EpisodeCostWindow
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -31,20 +31,9 @@ from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import Critics, GaussianActor
 from kfcpo.registry import Catalogue, default_roots
+from kfcpo.run.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
+from kfcpo.run.encoding import numpy_state_from_tensors, numpy_state_to_tensors
 from kfcpo.update import UpdateConfig, critic_update, policy_update
-
-
-def _numpy_state_to_tensors(state: tuple) -> dict[str, Any]:
-    # Lightning loads checkpoints with torch's weights_only unpickler: tensors and plain
-    # containers only, so numpy's (name, keys, pos, has_gauss, gauss) becomes those.
-    name, keys, pos, has_gauss, gauss = state
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
-
-
-def _numpy_state_from_tensors(s: dict[str, Any]) -> tuple:
-    keys = s["keys"].numpy().astype(np.uint32)
-    return (s["name"], keys, s["pos"], s["has_gauss"], s["gauss"])
 
 
 @contextmanager
@@ -172,13 +161,13 @@ class SafeRLModule(pl.LightningModule):
             ep_cost, float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
         )
         self.updates += 1
-        self._count_update_as_lightning_step()
-        optimizer = self.optimizers().optimizer
+        optimizer = self.optimizers()
         targets = torch.stack([batch.ret_r, batch.ret_c])
         start = time.perf_counter()
-        metrics["critic_loss"] = critic_update(self.critics, targets, batch.obs, optimizer,
+        metrics["critic_loss"] = critic_update(self.critics, targets, batch.obs, optimizer.optimizer,
                                                self.update_cfg, self.shuffle)
         metrics["critic_s"] = time.perf_counter() - start
+        self._count_update_as_lightning_step(optimizer)
         if self.cfg.check_sync:
             assert_same_on_ranks(dict(self.named_parameters()))
         # The whole epoch's work: rollout, policy update (update_s) and critic regression.
@@ -196,14 +185,20 @@ class SafeRLModule(pl.LightningModule):
         self.log_dict({k: v for k, v in metrics.items() if k not in shown}, on_step=True,
                       on_epoch=False, batch_size=1, rank_zero_only=True)
 
-    def _count_update_as_lightning_step(self) -> None:
-        # Lightning counts `global_step` in steps of its LightningOptimizer wrapper; the
-        # update steps raw optimizers, so global_step stayed 0 and ModelCheckpoint, which
-        # skips saving while global_step is unchanged since its last save, wrote nothing
-        # until training ended. One policy update = one step (global_step == updates).
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+    @staticmethod
+    def _count_update_as_lightning_step(optimizer: LightningOptimizer) -> None:
+        """One epoch's update is one Lightning step (global_step == updates).
+
+        Lightning counts `global_step` in steps of its LightningOptimizer wrapper. The
+        critics' ~1,600 minibatch steps per epoch go to the raw optimizer (the wrapper's
+        hooks per step cost time and would make `step` count minibatches), so without
+        this global_step stayed 0 and ModelCheckpoint, which skips saving while
+        global_step is unchanged since its last save, wrote nothing until training ended.
+        The wrapper's step after the regression has no gradients to apply (they were set
+        to None): torch's Adam then leaves parameters and state untouched, and Lightning
+        counts the step through its public API."""
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
 
     # ---------------------------------------------------------- checkpoints
     # Exact resume: a resumed run must draw every random number and see every env
@@ -218,7 +213,7 @@ class SafeRLModule(pl.LightningModule):
         return {
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": _numpy_state_to_tensors(np.random.get_state()),
+                "numpy": numpy_state_to_tensors(np.random.get_state()),
                 "python": random.getstate(),
             },
             "collector": self.collector.state_dict(),
@@ -227,7 +222,7 @@ class SafeRLModule(pl.LightningModule):
     def _load_rank_state(self, state: dict[str, Any]) -> None:
         assert self.collector is not None, "Lightning calls setup() before on_load_checkpoint"
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
+        np.random.set_state(numpy_state_from_tensors(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
         try:
             self.collector.load_state_dict(state["collector"])

@@ -18,10 +18,12 @@ from helpers import ROOT
 
 from kfcpo.cli import EXIT_CONFIG, parse_args
 from kfcpo.cli import main as kfcpo
+from kfcpo.run.history import Run
+from kfcpo.run.layout import METRICS_FILE
+from kfcpo.run.metrics import PRIOR_METRICS_FILE, merge_prior_metrics, reached_steps
 from kfcpo.tools.benchmark import EXIT_FAILED
-from kfcpo.tools.grid import LOG_FILE, PRIOR_METRICS_FILE, merge_prior_metrics, reached_steps
+from kfcpo.tools.grid import LOG_FILE
 from kfcpo.tools.results import TABLE_HEADER, clip_to_budget, final_value
-from kfcpo.tools.runs import METRICS_FILE, Run
 
 ENV = "SafetyPointGoal1-v0"
 TINY = ["env.num_envs=1", "env.vector=sync", "update_iters=1", "model.critic_iters=1"]

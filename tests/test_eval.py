@@ -13,8 +13,8 @@ import torch
 from helpers import one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
-from kfcpo.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.cli import main
+from kfcpo.run.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.video import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]

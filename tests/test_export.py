@@ -16,8 +16,8 @@ import torch
 from helpers import GOAL, ROOT, TINY_FIT, one_error_line
 
 import kfcpo.evaluate as ev  # imported here so the envs' import-time notices are not captured
-from kfcpo.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.cli import main
+from kfcpo.run.checkpoint import CHECKPOINT_FORMAT
 from kfcpo.version import version
 
 TINY = [*TINY_FIT, "logger.wandb.mode=disabled"]

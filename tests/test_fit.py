@@ -54,6 +54,10 @@ def test_fit_writes_metrics_and_checkpoints_then_resumes(tmp_path, capsys) -> No
     assert (run / "config.yaml").is_file()
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    # One update is one Lightning step, counted through the optimizer wrapper's public
+    # step (the critics' minibatch steps are not): the log's step and the checkpoint's.
+    assert [r["step"] for r in rows] == ["0", "1"]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
 
     resumed = tmp_path / "resumed"
     overrides = [*TINY, "total_steps=1500", f"out_dir={resumed}", f"resume={last}"]

@@ -13,8 +13,8 @@ import yaml
 from helpers import GOAL
 
 from kfcpo.cli import main as kfcpo
+from kfcpo.run.history import Run, group_runs, load_runs
 from kfcpo.tools import plot
-from kfcpo.tools.runs import Run, group_runs, load_runs
 
 # Hopper's episodes end within tens of steps under a fresh policy, so every epoch has a
 # finished episode (PointGoal1's last 1000 steps: its return would be NaN until then).

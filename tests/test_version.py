@@ -14,7 +14,7 @@ import yaml
 import kfcpo
 from kfcpo import version as v
 from kfcpo.config import load_config
-from kfcpo.train import write_run_config
+from kfcpo.run.folder import write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

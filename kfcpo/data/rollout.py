@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from kfcpo.checkpoint import blob_from_tensor, blob_to_tensor
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
 from kfcpo.data.step_record import StepRecorder
@@ -20,6 +19,7 @@ from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
 from kfcpo.envs.normalize import batch_moments
 from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
+from kfcpo.run.encoding import blob_from_tensor, blob_to_tensor
 
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
 # The collector's own state between epochs: raw observations and unfinished episodes' sums.

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kfcpo.config.validate import check_folder_path
+from kfcpo.run.history import Run
 from kfcpo.tools.ablate_spec import AblationSpec, check_variant_names, load_spec
 from kfcpo.tools.benchmark import run_spec
 from kfcpo.tools.commands import ABLATE_RUNS_DIR
@@ -25,7 +26,6 @@ from kfcpo.tools.grid import GridSpec, check
 from kfcpo.tools.plot import plot_runs
 from kfcpo.tools.provenance import code_version, timestamp
 from kfcpo.tools.results import FINAL_FRACTION, NO_VALUE, complete_runs, final_value, mean_std
-from kfcpo.tools.runs import Run
 
 PROG = "kfcpo ablate"
 REPORT_FILE = "ablations.md"

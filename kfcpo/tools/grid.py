@@ -4,7 +4,6 @@ process in its own folder, skipped when complete and resumed when interrupted.""
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import shlex
 import shutil
@@ -21,11 +20,10 @@ from omegaconf import DictConfig
 from kfcpo.config import ConfigError, load_config
 from kfcpo.config.validate import check_folder_path
 from kfcpo.envs.layout import resolve_workers, usable_cores
-from kfcpo.tools.runs import METRICS_FILE, STEP_COLUMN
+from kfcpo.run.layout import last_checkpoint
+from kfcpo.run.metrics import merge_prior_metrics, reached_steps
 
 PROG = "kfcpo benchmark"
-PRIOR_METRICS_FILE = "metrics.prior.csv"  # earlier attempts' rows while a resume runs
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 LOG_FILE = "benchmark.log"
 LOG_TAIL_LINES = 15  # lines of a failed run's log shown in the report
 # Keys the grid sets per run, and the option that sets each: not for overrides.
@@ -136,53 +134,17 @@ def default_jobs(per_run: int) -> int:
 # -- a run folder's state -----------------------------------------------------------------
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a metrics.csv (none if the file does not exist)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def reached_steps(run_dir: Path) -> float:
-    """The largest env_steps in the run's metrics.csv (0 without one)."""
-    steps = [float(r[STEP_COLUMN]) for r in read_rows(run_dir / METRICS_FILE) if r.get(STEP_COLUMN)]
-    return max(steps, default=0.0)
-
-
 def is_complete(run_dir: Path, total_steps: int) -> bool:
     """Whether the run's metrics.csv reached the budget."""
     return reached_steps(run_dir) >= total_steps
 
 
-def merge_prior_metrics(run_dir: Path) -> None:
-    """Fold the stashed rows of earlier attempts back into metrics.csv, one row per epoch
-    (the latest attempt's wins), and drop the stash."""
-    prior = run_dir / PRIOR_METRICS_FILE
-    if not prior.is_file():
-        return
-    by_epoch = {r["epoch"]: r for r in read_rows(prior) + read_rows(run_dir / METRICS_FILE)}
-    rows = sorted(by_epoch.values(), key=lambda r: int(r["epoch"]))
-    fields = sorted({k for r in rows for k in r})  # Lightning's CSVLogger sorts its columns too
-    with open(run_dir / METRICS_FILE, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    prior.unlink()
-
-
-def stash_metrics(run_dir: Path) -> None:
-    """Keep the rows so far: Lightning's CSVLogger empties metrics.csv in a folder it reopens."""
-    if (run_dir / METRICS_FILE).is_file():
-        shutil.copyfile(run_dir / METRICS_FILE, run_dir / PRIOR_METRICS_FILE)
-
-
 def prepare_incomplete(run: RunSpec) -> Path | None:
-    """The checkpoint to resume from (the rows so far stashed), or None after clearing the
-    folder of a run that never reached a checkpoint."""
-    checkpoint = run.dir / LAST_CHECKPOINT
+    """The checkpoint to resume from, or None after clearing the folder of a run that
+    never reached a checkpoint. The resumed fit keeps the metrics rows its checkpoint
+    covers itself (kfcpo.run.csv_logger), in the same folder."""
+    checkpoint = last_checkpoint(run.dir)
     if checkpoint.is_file():
-        stash_metrics(run.dir)
         return checkpoint
     shutil.rmtree(run.dir, ignore_errors=True)
     return None
@@ -224,8 +186,6 @@ def execute(cmd: list[str], run: RunSpec, resume: Path | None) -> int:
         log.write(f"== {datetime.now():%Y-%m-%d %H:%M:%S} {PROG}: {how}\n== {shlex.join(cmd)}\n")
         log.flush()
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-    if resume:
-        merge_prior_metrics(run.dir)
     verdict = "done" if code == 0 else f"FAILED (exit code {code})"
     print(f"  {verdict:<7} {run.name} ({time.monotonic() - start:.0f} s)", flush=True)
     return code
@@ -244,7 +204,7 @@ def run_grid(spec: GridSpec, runs: Sequence[RunSpec], jobs: int) -> list[Failure
     """Skip, resume or start each run, `jobs` at a time; the runs that failed."""
     todo: list[tuple[RunSpec, Path | None]] = []
     for run in runs:
-        merge_prior_metrics(run.dir)  # rows stashed by an interrupted earlier invocation
+        merge_prior_metrics(run.dir)  # rows an older kfcpo stashed, interrupted while resuming
         if is_complete(run.dir, spec.total_steps):
             print(f"  skip    {run.name} (complete: {reached_steps(run.dir):.0f} steps)", flush=True)
             continue

@@ -23,8 +23,8 @@ from matplotlib.ticker import EngFormatter
 
 from kfcpo.config import ConfigError
 from kfcpo.config.validate import check_file_path
+from kfcpo.run.history import CURVE_METRICS, Run, cost_limits, group_runs, load_runs
 from kfcpo.tools.commands import PLOT_BANDS
-from kfcpo.tools.runs import CURVE_METRICS, Run, cost_limits, group_runs, load_runs
 
 METRICS = CURVE_METRICS
 GRID_POINTS = 200  # points of the common step grid a group is interpolated on

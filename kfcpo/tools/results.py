@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kfcpo.run.history import Run, cost_limits, group_runs, load_runs
 from kfcpo.tools.grid import GridSpec, RunSpec, is_complete
 from kfcpo.tools.plot import plot_runs
 from kfcpo.tools.provenance import code_version, timestamp
-from kfcpo.tools.runs import Run, cost_limits, group_runs, load_runs
 
 FINAL_FRACTION = 0.1  # "final" = mean over this last fraction of a run's epochs (at least one)
 TABLE_HEADER = ("env", "algorithm", "final return", "final cost", "seeds", "cost limit met")

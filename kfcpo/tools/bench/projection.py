@@ -23,11 +23,9 @@ import statistics
 from collections import defaultdict
 
 import torch
-from omegaconf import OmegaConf
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.margin import INNER_PRODUCTS, MarginBlender
-from kfcpo.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from kfcpo.config import ConfigError, load_config
 from kfcpo.data.batch import Batch
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -35,6 +33,7 @@ from kfcpo.envs import make_vector_env
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.guard.base import PolicyMover, mean_kl
 from kfcpo.module import SafeRLModule
+from kfcpo.run.checkpoint import CHECKPOINT_KEY, read_checkpoint, saved_config
 from kfcpo.update import minibatches
 
 
@@ -45,7 +44,7 @@ def build_module(args: argparse.Namespace, seed: int) -> SafeRLModule:
         overrides = ["algorithm=kfcpo", f"env.id={args.env}", "logger.wandb.mode=disabled"]
         return SafeRLModule(load_config(None, overrides)[0])
     ckpt = read_checkpoint(args.checkpoint, key="--checkpoint")
-    cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+    cfg = saved_config(ckpt)
     if cfg.blender.name != "margin":
         raise ConfigError(f"--checkpoint: '{args.checkpoint}' was trained with blender '{cfg.blender.name}'; "
                           "expected a run of the margin blender (e.g. the kfcpo preset)")

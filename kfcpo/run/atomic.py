@@ -18,6 +18,7 @@ PARTIAL_SUFFIX = ".partial"  # not `.ckpt`: a run folder's checkpoint scan never
 
 
 def partial_path(path: Path) -> Path:
+    """The hidden file a write of `path` goes to before it is renamed over `path`."""
     # One fixed name per target: a write interrupted by a kill is overwritten by the next.
     return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
 

@@ -1,12 +1,12 @@
-"""Finished run folders read back for tables and plots: config.yaml and metrics.csv.
+"""Run folders read back for tables and plots: config.yaml and metrics.csv as curves.
 
 A run folder is what `kfcpo fit` writes (config.yaml + metrics.csv); a folder given on
-the command line may also be any folder above run folders.
+the command line may also be any folder above run folders. Reading runs does not load
+Lightning.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,10 +17,9 @@ import numpy as np
 import yaml
 
 from kfcpo.config import ConfigError
+from kfcpo.run.layout import CONFIG_FILE, METRICS_FILE
+from kfcpo.run.metrics import STEP_COLUMN, cell_value, read_rows
 
-METRICS_FILE = "metrics.csv"
-CONFIG_FILE = "config.yaml"
-STEP_COLUMN = "env_steps"
 # Always read, even when a run never logged them (a column of NaN then).
 CURVE_METRICS = (("ep_ret", "episode return"), ("ep_cost", "episode cost"))
 RUN_DIR_VALID = f"a run folder ({CONFIG_FILE} + {METRICS_FILE}) or a folder above run folders"
@@ -75,11 +74,6 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _float(text: str | None) -> float:
-    # Lightning's CSV leaves a cell empty for a metric not logged that epoch.
-    return float(text) if text not in (None, "") else math.nan
-
-
 def _read_config(path: Path) -> dict:
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
@@ -99,20 +93,19 @@ def _read_config(path: Path) -> dict:
 def read_run(path: Path) -> Run:
     """One run folder; ConfigError (one line) if it cannot be read as one."""
     config = _read_config(path)
-    with open(path / METRICS_FILE, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(path / METRICS_FILE)
     if not rows or STEP_COLUMN not in rows[0]:
         raise ConfigError(f"RUN_DIR: '{path / METRICS_FILE}' has no {STEP_COLUMN} column or no rows; "
                           f"expected the {METRICS_FILE} kfcpo fit writes")
     by_step: dict[float, dict[str, str]] = {}
     for row in rows:
-        step = _float(row.get(STEP_COLUMN))
+        step = cell_value(row.get(STEP_COLUMN))
         if not math.isnan(step):
             by_step[step] = row  # a repeated step (e.g. a re-logged epoch): keep the last
     steps = np.array(sorted(by_step))
     # Every column (the plotted ones and the diagnostics that tables report beside them).
     columns = sorted({k for row in rows for k in row if k} | {k for k, _ in CURVE_METRICS})
-    metrics = {k: np.array([_float(by_step[s].get(k)) for s in steps]) for k in columns}
+    metrics = {k: np.array([cell_value(by_step[s].get(k)) for s in steps]) for k in columns}
     return Run(path=path, config=config, steps=steps, metrics=metrics)
 
 

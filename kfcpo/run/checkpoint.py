@@ -1,10 +1,17 @@
-"""Reading checkpoints safely: a missing, truncated or foreign file is a one-line error;
-finding the checkpoint to resume a run folder from; bytes stored as tensors."""
+"""The kfcpo checkpoint: its format, reading one safely, finding the one a run resumes
+from, and whether a config may resume it.
+
+A checkpoint is Lightning's dict (`state_dict`, `hyper_parameters`, loops, optimizers)
+plus kfcpo's own state under CHECKPOINT_KEY (written by `SafeRLModule.on_save_checkpoint`)
+and the top-level `kfcpo_version` (kfcpo.run.checkpoint_io.RecordVersion). A missing,
+truncated or foreign file is a one-line ConfigError naming the option it came from.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +19,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.config.errors import ConfigError
+from kfcpo.run.layout import (
+    CHECKPOINT_SUFFIX,
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT,
+    last_checkpoint,
+    resume_run_dir,
+)
 
 CHECKPOINT_KEY = "kfcpo"
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes incompatibly (2: stacked critics)
-CHECKPOINTS_DIR = "checkpoints"  # inside a run folder
-CHECKPOINT_SUFFIX = ".ckpt"
+VERSION_KEY = "kfcpo_version"  # top level, beside Lightning's keys: the kfcpo that wrote it
+RESUME_KEY = "resume"  # the config key errors name by default
 
 # Keys whose change makes a checkpoint's tensors or component states meaningless.
 STRUCTURAL_KEYS = (
@@ -28,16 +42,16 @@ STRUCTURAL_KEYS = (
     "guard.name",
 )
 
-
-LAST_CHECKPOINT = f"last{CHECKPOINT_SUFFIX}"
 FILE_VALID = f"a checkpoint file, e.g. runs/<run>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"
 RESUME_VALID = f"a checkpoint file or a run folder holding {CHECKPOINTS_DIR}/*{CHECKPOINT_SUFFIX}"
 
 
-def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
+def read_checkpoint(path: str | Path, key: str = RESUME_KEY) -> dict[str, Any]:
+    """The contents of the kfcpo checkpoint file `path`; ConfigError (one line, naming
+    `key`) for a folder, a missing or unreadable file, or another format."""
     p = Path(path)
     if os.path.isdir(p):
-        last = p / CHECKPOINTS_DIR / LAST_CHECKPOINT
+        last = last_checkpoint(p)
         hint = f", e.g. '{last}'" if os.path.isfile(last) else ""
         raise ConfigError(f"{key}: '{path}' is a folder; expected a checkpoint file{hint or ' (*.ckpt)'}")
     if not os.path.isfile(p):
@@ -57,8 +71,15 @@ def read_checkpoint(path: str | Path, key: str = "resume") -> dict[str, Any]:
     return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = "resume") -> None:
-    saved = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+def saved_config(ckpt: dict[str, Any]) -> DictConfig:
+    """The resolved config the checkpoint's run trained with."""
+    return OmegaConf.create(ckpt["hyper_parameters"]["config"])
+
+
+def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = RESUME_KEY) -> None:
+    """ConfigError (one line) if `cfg` differs from the checkpoint's config in a key its
+    tensors or component states depend on (STRUCTURAL_KEYS)."""
+    saved = saved_config(ckpt)
     for k in STRUCTURAL_KEYS:
         mine, theirs = OmegaConf.select(cfg, k), OmegaConf.select(saved, k)
         if mine != theirs:
@@ -68,7 +89,7 @@ def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = "resume")
             )
 
 
-def find_checkpoint(path: str | Path, key: str = "resume") -> tuple[Path, dict[str, Any]]:
+def find_checkpoint(path: str | Path, key: str = RESUME_KEY) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume from, and its contents.
 
     A file is read as is (unreadable: the one-line error). A run folder (or its
@@ -99,19 +120,21 @@ def find_checkpoint(path: str | Path, key: str = "resume") -> tuple[Path, dict[s
     raise ConfigError(f"{key}: none of the {len(newest_first)} checkpoints in '{folder}' is readable")
 
 
-def run_dir_of(path: str | Path) -> Path:
-    """The run folder a resume path names: the folder itself, or the one holding its
-    `checkpoints/` (for a checkpoint file or the `checkpoints/` folder)."""
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    return folder.parent if folder.name == CHECKPOINTS_DIR else folder
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where `resume=` continues a run: the checkpoint file, the last epoch it covers
+    and the run folder it was written in."""
+
+    checkpoint: Path
+    epoch: int
+    run_dir: Path
 
 
-def blob_to_tensor(blob: bytes) -> torch.Tensor:
-    """Opaque bytes as a uint8 tensor: torch's weights_only loader (used by Lightning)
-    refuses arbitrary pickled objects but reads tensors."""
-    return torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(0, dtype=torch.uint8)
-
-
-def blob_from_tensor(t: torch.Tensor) -> bytes:
-    return t.numpy().tobytes()
+def resume_point(cfg: DictConfig) -> ResumePoint | None:
+    """The checkpoint `cfg.resume` names, found and checked against `cfg` (None: no
+    resume); ConfigError (one line) if there is none to resume or it does not fit."""
+    if not cfg.resume:
+        return None
+    path, ckpt = find_checkpoint(cfg.resume)
+    check_compatible(ckpt, cfg)
+    return ResumePoint(path, int(ckpt["epoch"]), resume_run_dir(path))
