@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "export":
             return _export(args)
-        cfg, _ = load_config(args.config, args.overrides)
+        cfg, catalogue = load_config(args.config, args.overrides)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return 0
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from kfcpo.train import fit  # heavy imports only when training
 
-        out_dir = fit(cfg)
+        out_dir = fit(cfg, catalogue)  # the catalogue it was validated with builds the run
         rank_zero_only(print)(f"run folder: {out_dir}")
         return 0
     except (ConfigError, RegistryError) as err:

@@ -11,6 +11,7 @@ import torch.distributed as torch_dist
 
 
 def world_size() -> int:
+    """The number of ranks (1 without an initialized process group)."""
     return torch_dist.get_world_size() if torch_dist.is_available() and torch_dist.is_initialized() else 1
 
 
@@ -42,6 +43,7 @@ def all_mean_each(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of `t` over ranks (a new tensor; `t` untouched). Identity on one process."""
     return t if world_size() == 1 else _reduce(t, torch_dist.ReduceOp.SUM)
 
 

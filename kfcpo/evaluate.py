@@ -57,6 +57,7 @@ class Policy:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool, generator: torch.Generator) -> np.ndarray:
+        """The action for one raw observation: the mean, or a sample drawn with `generator`."""
         x = torch.as_tensor(self.normalizer.normalize(obs[None]), dtype=torch.float32)
         dist = self.actor.distribution(x)
         if deterministic:
@@ -95,6 +96,8 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def default_camera(env_id: str) -> str | None:
+    """The camera videos of `env_id` use by default: the far fixed view on navigation
+    tasks, None (the env's own) otherwise."""
     from gymnasium.envs import registry  # already loaded (quietly) by kfcpo.envs
 
     spec = registry.get(env_id)
@@ -105,6 +108,8 @@ def make_eval_env(
     env_id: str, seed: int, max_steps: int | None = None, render: bool = False,
     camera: str | None = None,
 ) -> gymnasium.Env:
+    """One env for evaluation, seeded; with `render`, rendering RGB frames from `camera`
+    (default: `default_camera`). `max_steps` caps an episode (None: the env's limit)."""
     kwargs: dict[str, Any] = {}
     if render:
         # Only build a renderer when recording: rendering is the slowest part of a step.
@@ -167,6 +172,8 @@ def summarize(episodes: dict[str, list[float]]) -> dict[str, float]:
 
 
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    """Print an evaluation's result as a header line and a table of its metrics' mean,
+    std, min and max over the episodes."""
     console = console or Console()
     mode = "mean" if result["deterministic"] else "sampled"
     # A header line, not a table title: rich wraps titles to the (narrow) table width.

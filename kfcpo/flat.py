@@ -9,6 +9,7 @@ from torch import nn
 
 
 def params_of(module: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of `module`, in the order every flat vector uses."""
     return [p for p in module.parameters() if p.requires_grad]
 
 

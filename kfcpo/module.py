@@ -1,8 +1,9 @@
 """The LightningModule: one Lightning epoch = one rollout + one update.
 
-Manual optimization; the update is the registry composition preconditioner x blender x
-guard (kfcpo.update). The dataset collects with the live policy, so it is built in
-`setup` (after the process group exists) and never in a worker process.
+Manual optimization; the update (kfcpo.update) runs the module's `Algorithm`, the
+composition preconditioner x blender x guard built once from the config (kfcpo.algorithm).
+The dataset collects with the live policy, so it is built in `setup` (after the process
+group exists) and never in a worker process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from kfcpo.adam import adam
+from kfcpo.algorithm import Algorithm
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.cost_window import EpisodeCostWindow
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -30,7 +32,7 @@ from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import Critics, GaussianActor
-from kfcpo.registry import Catalogue, default_roots
+from kfcpo.registry import Catalogue
 from kfcpo.run.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.run.encoding import numpy_state_from_tensors, numpy_state_to_tensors
 from kfcpo.update import UpdateConfig, critic_update, policy_update
@@ -60,13 +62,22 @@ def gather_to_all(obj: Any) -> list[Any]:
     return out
 
 
-def _component(cfg: DictConfig, family: str) -> tuple[str, dict[str, Any]]:
-    section = OmegaConf.to_container(cfg[family])
-    return section.pop("name"), section
-
-
 class SafeRLModule(pl.LightningModule):
-    def __init__(self, cfg: DictConfig) -> None:
+    """A safe-RL agent as a LightningModule: the policy (`actor`), the reward and cost
+    critics, the observation normalizer and the `algorithm` (preconditioner x blender x
+    guard) that updates the policy, all built from one validated config.
+
+    Each Lightning epoch collects one rollout (the dataloader) and runs one
+    `training_step`: the policy update, then the critics' regression. Checkpoints add to
+    Lightning's what exact resume needs (on_save_checkpoint).
+
+    Args:
+        cfg: a validated config (kfcpo.config.load_config).
+        catalogue: the catalogue the config was validated with (default: read again from
+            the config's `registry_paths`).
+    """
+
+    def __init__(self, cfg: DictConfig, catalogue: Catalogue | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
@@ -76,11 +87,7 @@ class SafeRLModule(pl.LightningModule):
         with _seeded_init(int(cfg.seed)):
             self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
             self.critics = Critics(obs_dim, hidden, act)
-            catalogue = Catalogue(default_roots(list(cfg.registry_paths)))
-            name, params = _component(cfg, "preconditioner")
-            self.precond = catalogue.build("preconditioner", name, params, self.actor)
-            self.blender = catalogue.build("blender", *_component(cfg, "blender"))
-            self.guard = catalogue.build("guard", *_component(cfg, "guard"))
+            self.algorithm = Algorithm.from_config(cfg, self.actor, catalogue)
         self.normalizer = ObsNormalizer((obs_dim,), enabled=cfg.env.normalize_obs, clip=cfg.env.obs_clip)
         self.update_cfg = UpdateConfig.from_config(cfg)
         self.env_steps = 0
@@ -93,6 +100,8 @@ class SafeRLModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- data
     def setup(self, stage: str) -> None:
+        """Seed this rank and build its envs and rollout collector (once; the process
+        group exists by now)."""
         if self.collector is not None:
             return
         cfg, rank, world = self.cfg, self.global_rank, self.trainer.world_size
@@ -117,6 +126,7 @@ class SafeRLModule(pl.LightningModule):
         )
 
     def teardown(self, stage: str) -> None:
+        """Close the envs."""
         if self.collector is not None:
             self.collector.envs.close()
             self.collector = None
@@ -126,11 +136,13 @@ class SafeRLModule(pl.LightningModule):
         return self.collector.collect(self.updates)
 
     def train_dataloader(self) -> DataLoader:
+        """One rollout per epoch, collected in this process with the live policy."""
         # batch_size=None: the rollout is already one batch; no collation, no workers
         # (the collector steps the envs with the live policy in this process).
         return DataLoader(RolloutDataset(self._collect), batch_size=None, num_workers=0)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam for the critics (the policy's steps are the algorithm's)."""
         params = list(self.critics.parameters())
         return adam(params, lr=self.cfg.model.critic_lr)
 
@@ -149,17 +161,17 @@ class SafeRLModule(pl.LightningModule):
         return {**self.episode_means, "episodes": float(episodes), "jc": self.cost_window.mean()}
 
     def training_step(self, rollout: Rollout, batch_idx: int) -> None:
+        """One epoch's update from its rollout: the policy update (kfcpo.update), the
+        critics' regression, then the epoch's metrics logged as one row."""
         stats = self._episode_stats(rollout)
         batch = rollout.batch
         # Before any episode has finished there is no Jc estimate: treat it as 0 (feasible),
         # the same start a Lagrange multiplier or margin weight would have.
         ep_cost = 0.0 if math.isnan(stats["jc"]) else stats["jc"]
         # The budget done before this epoch: the first update sees 0.
-        self.precond.set_progress(self.updates * self.cfg.steps_per_epoch / self.cfg.total_steps)
-        metrics = policy_update(
-            self.actor, batch, self.precond, self.blender, self.guard,
-            ep_cost, float(self.cfg.cost_limit), self.update_cfg, self.shuffle,
-        )
+        done = self.updates * self.cfg.steps_per_epoch / self.cfg.total_steps
+        self.algorithm.precond.set_progress(done)
+        metrics = policy_update(self.actor, batch, self.algorithm, ep_cost, self.update_cfg, self.shuffle)
         self.updates += 1
         optimizer = self.optimizers()
         targets = torch.stack([batch.ret_r, batch.ret_c])
@@ -230,10 +242,10 @@ class SafeRLModule(pl.LightningModule):
             rank_zero_warn(f"{err}: the envs start fresh episodes, so the resume is not exact")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add what exact resume needs beyond Lightning's state, under CHECKPOINT_KEY."""
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
-            "precond": self.precond.state_dict(),
-            "blender": self.blender.state_dict(),
+            **self.algorithm.state_dict(),  # "precond", "blender"
             "normalizer": self.normalizer.state_dict(),
             "env_steps": self.env_steps,
             "updates": self.updates,
@@ -245,9 +257,10 @@ class SafeRLModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what `on_save_checkpoint` added; warns when the resume cannot be exact
+        (an older checkpoint, another number of ranks)."""
         state = checkpoint[CHECKPOINT_KEY]
-        self.precond.load_state_dict(state["precond"])
-        self.blender.load_state_dict(state["blender"])
+        self.algorithm.load_state_dict(state)
         self.normalizer.load_state_dict(state["normalizer"])
         self.env_steps, self.updates = state["env_steps"], state["updates"]
         self.episode_means = dict(state["episode_means"])

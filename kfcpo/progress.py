@@ -15,6 +15,9 @@ REFRESH_S = 0.25  # env steps arrive in thousands per second; redraw at most thi
 
 
 class EnvStepProgressBar(ProgressBar):
+    """Lightning's progress bar, counted in env steps up to `total_steps`, showing the
+    epoch's return, cost, KL and steps/s (module docstring)."""
+
     def __init__(self, total_steps: int) -> None:
         super().__init__()
         self.total_steps = total_steps
@@ -25,9 +28,11 @@ class EnvStepProgressBar(ProgressBar):
         self._last = 0.0
 
     def disable(self) -> None:
+        """Stop drawing (Lightning calls this on ranks other than 0)."""
         self._enabled = False
 
     def enable(self) -> None:
+        """Draw again."""
         self._enabled = True
 
     def _advance(self, steps: int) -> None:
@@ -62,7 +67,9 @@ class EnvStepProgressBar(ProgressBar):
             world = trainer.world_size
             collector.on_progress = lambda n: self._advance(n * world)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._progress is None:
             return
         m = trainer.progress_bar_metrics

@@ -40,6 +40,9 @@ class Exclusion:
 
 @dataclass
 class Entry:
+    """One catalogue file: a component (its class `target`, default `params`, `traits` and
+    `excludes`) or an algorithm preset (`config`, a partial experiment config)."""
+
     family: str
     name: str
     description: str
@@ -51,6 +54,7 @@ class Entry:
     excludes: tuple[Exclusion, ...] = ()  # compositions it refuses
 
     def load_class(self) -> type:
+        """The class `target` names; RegistryError if it cannot be imported."""
         module_name, _, cls_name = (self.target or "").rpartition(".")
         try:
             return getattr(importlib.import_module(module_name), cls_name)
@@ -61,10 +65,13 @@ class Entry:
 
 
 def builtin_root() -> Path:
+    """The catalogue shipped with kfcpo (the repository's `registry/`)."""
     return Path(str(resources.files("kfcpo.catalogue")))
 
 
 def default_roots(extra: list[str] | None = None) -> list[Path]:
+    """The catalogue folders in the order they are read (a later file overrides an
+    earlier one): the built-in one, KFCPO_REGISTRY's, then `extra` (`registry_paths`)."""
     env = [p for p in os.environ.get(REGISTRY_ENV, "").split(os.pathsep) if p]
     return [builtin_root(), *(Path(p) for p in [*env, *(extra or [])])]
 
@@ -115,6 +122,13 @@ def _read_entry(family: str, path: Path) -> Entry:
 
 
 class Catalogue:
+    """Every catalogue entry, by family and name, read from `roots` (default:
+    `default_roots()`) once, when constructed.
+
+    `get` finds an entry (RegistryError naming the valid names otherwise), `build`
+    instantiates a component; kfcpo.algorithm builds a run's components through it.
+    """
+
     def __init__(self, roots: list[Path] | None = None) -> None:
         self.roots = roots if roots is not None else default_roots()
         self._entries: dict[str, dict[str, Entry]] = {f: {} for f in FAMILIES}
@@ -126,9 +140,11 @@ class Catalogue:
                     self._entries[family][path.stem] = _read_entry(family, path)
 
     def names(self, family: str) -> list[str]:
+        """The entry names of `family`, sorted."""
         return sorted(self._entries[family])
 
     def get(self, family: str, name: str) -> Entry:
+        """The entry `name` of `family`; RegistryError (with a close match) if unknown."""
         try:
             return self._entries[family][name]
         except KeyError:
@@ -144,6 +160,14 @@ class Catalogue:
         updated with `params`."""
         entry = self.get(family, name)
         return entry.load_class()(*args, **{**entry.params, **params})
+
+
+def split_section(section: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """A component section `{"name": ..., parameter: value, ...}` as (name, parameters);
+    name None when the section does not set one (a config layer may only set parameters).
+    The section itself is left as it is."""
+    params = dict(section)
+    return params.pop("name", None), params
 
 
 def check_signature(entry: Entry) -> list[str]:

@@ -2,9 +2,9 @@
 
 rollout (done) -> advantages (done, in the batch) -> for each minibatch:
 gradients -> precondition -> blend and scale -> guard; then the critics.
-Every preconditioner x blender x guard composition runs through this one loop; natural-
-gradient methods (CPO, PCPO, TRPO-Lag) are the case of one full-batch minibatch
-(`minibatch_size` 0) and one pass.
+Every preconditioner x blender x guard composition (an `Algorithm`, kfcpo.algorithm)
+runs through this one loop; natural-gradient methods (CPO, PCPO, TRPO-Lag) are the case
+of one full-batch minibatch (`minibatch_size` 0) and one pass.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions
+from kfcpo.algorithm import Algorithm
+from kfcpo.blend.base import Directions
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_mean_each
 from kfcpo.flat import flat_grad, params_of
-from kfcpo.guard.base import Guard, PolicyMover, Proposal, mean_kl
+from kfcpo.guard.base import PolicyMover, Proposal, mean_kl
 from kfcpo.models import Critics, GaussianActor
-from kfcpo.precond.base import Preconditioner
 
 # minibatch_size 0: the whole rollout (each rank's share of it) is one minibatch.
 FULL_BATCH = 0
@@ -36,18 +36,27 @@ CLIP_SLACK = 1e-3
 
 @dataclass
 class UpdateConfig:
+    """The settings of one epoch's update: the policy's passes and minibatches, the cost
+    limit d, and the critics' regression."""
+
     update_iters: int
     minibatch_size: int  # FULL_BATCH (0) = the whole rollout
     critic_iters: int
     critic_minibatch_size: int
+    cost_limit: float  # d, the episode-cost limit
     critic_l2: float = 0.0  # coefficient of the sum of squared critic parameters (0 = off)
     critic_max_grad_norm: float = 0.0  # clip each critic's gradient norm (0 = off)
 
     @classmethod
     def from_config(cls, cfg: Any) -> UpdateConfig:
+        """The update settings of a validated run config."""
         m = cfg.model
-        return cls(cfg.update_iters, cfg.minibatch_size, m.critic_iters, m.critic_minibatch_size,
-                   m.critic_l2, m.critic_max_grad_norm)
+        return cls(
+            update_iters=cfg.update_iters, minibatch_size=cfg.minibatch_size,
+            critic_iters=m.critic_iters, critic_minibatch_size=m.critic_minibatch_size,
+            cost_limit=float(cfg.cost_limit), critic_l2=m.critic_l2,
+            critic_max_grad_norm=m.critic_max_grad_norm,
+        )
 
 
 def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -60,15 +69,25 @@ def minibatches(batch: Batch, size: int, generator: torch.Generator) -> Iterator
 def policy_update(
     actor: GaussianActor,
     batch: Batch,
-    precond: Preconditioner,
-    blender: Blender,
-    guard: Guard,
+    algorithm: Algorithm,
     ep_cost: float,
-    cost_limit: float,
     cfg: UpdateConfig,
     generator: torch.Generator,
 ) -> dict[str, float]:
+    """One epoch's policy update of `actor` on the rollout `batch`: for each pass and
+    minibatch, gradients -> precondition -> blend and scale -> guard (module docstring).
+
+    Args:
+        algorithm: the composition; its components keep their state across epochs.
+        ep_cost: Jc, the episode-cost estimate this update acts on (0 before any episode).
+        generator: draws the minibatch shuffles (the critics' regression shares it).
+
+    Returns the epoch's metrics: `kl` (the policy's drift from the rollout policy), step
+    counts, the components' own metrics (read and reset) and `update_s`.
+    """
     start = time.perf_counter()
+    precond, blender, guard = algorithm.precond, algorithm.blender, algorithm.guard
+    cost_limit = cfg.cost_limit
     params = params_of(actor)
     mover = PolicyMover(actor, precond)
     rollout_policy = mover.old_distribution(batch.obs)
@@ -100,7 +119,7 @@ def policy_update(
             )
             moved = guard.propose(mover, proposal, mb)
             committed += moved
-            # The drift bound is measured on the whole rollout (a minibatch's own KL
+            # The drift stop is measured on the whole rollout (a minibatch's own KL
             # understates it ~4x, docs/algorithm.md), after each step that moved the policy.
             if moved and guard.check_every_step and guard.stop(mean_kl(actor, batch.obs, rollout_policy)):
                 stopped = True
@@ -114,9 +133,7 @@ def policy_update(
         "committed_frac": committed / max(steps, 1),
         "nonfinite_steps": float(nonfinite),
         "stopped_early": float(stopped),
-        **precond.metrics(),
-        **blender.metrics(),
-        **guard.metrics(),
+        **algorithm.metrics(),
     }
     metrics["update_s"] = time.perf_counter() - start
     return metrics

@@ -61,6 +61,7 @@ class VideoWriter:
 
     @property
     def full(self) -> bool:
+        """True once `max_frames` frames are written."""
         return self.frames >= self.max_frames
 
     def append(self, frame: np.ndarray) -> bool:
@@ -72,6 +73,7 @@ class VideoWriter:
         return True
 
     def close(self) -> None:
+        """Finish and close the file."""
         self._writer.close()
 
     def __enter__(self) -> VideoWriter:

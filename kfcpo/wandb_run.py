@@ -46,6 +46,7 @@ class WandbSetup:
     dir: str
 
     def init_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `wandb.init` for this setup."""
         return {"mode": self.mode, "project": self.project, "entity": self.entity,
                 "group": self.group, "tags": list(self.tags), "dir": self.dir}
 
@@ -148,6 +149,7 @@ class KfcpoWandbLogger(WandbLogger):
             del init["anonymous"]
 
     def log_hyperparams(self, params: Any) -> None:
+        """Log hyperparameters other than the config, which the run config already holds."""
         if isinstance(params, Mapping):
             params = {k: v for k, v in params.items() if k != "config"}
             if not params:

@@ -52,7 +52,7 @@ def reference_step(nets: list[nn.Sequential], targets, obs, l2: float, clip: flo
 
 def stacked_step(targets, obs, l2: float, clip: float) -> torch.Tensor:
     critics, _ = pair()
-    cfg = UpdateConfig(1, 0, critic_iters=1, critic_minibatch_size=len(obs), critic_l2=l2,
+    cfg = UpdateConfig(1, 0, critic_iters=1, critic_minibatch_size=len(obs), cost_limit=25.0, critic_l2=l2,
                        critic_max_grad_norm=clip)
     optimizer = torch.optim.SGD(critics.parameters(), lr=LR)
     critic_update(critics, targets, obs, optimizer, cfg, torch.Generator().manual_seed(0))

@@ -12,10 +12,10 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
+from kfcpo.algorithm import Algorithm
 from kfcpo.data.batch import Batch
 from kfcpo.flat import get_flat
 from kfcpo.models import GaussianActor
-from kfcpo.registry import Catalogue
 from kfcpo.update import UpdateConfig, policy_update
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +44,14 @@ def run_update(precond_name: str, batch: Batch) -> torch.Tensor:
     actor = GaussianActor(OBS_DIM, ACT_DIM, [8, 8])
     with torch.no_grad():
         batch.logp_old = actor.log_prob(batch.obs, batch.act)
-    catalogue = Catalogue()
-    precond = catalogue.build("preconditioner", precond_name, PRECONDITIONERS[precond_name], actor)
-    blender = catalogue.build("blender", "margin", {"target_kl": 0.005})
-    guard = catalogue.build("guard", "kl_rollback", {"target_kl": 0.05})
+    algorithm = Algorithm.from_sections(
+        actor, {"name": precond_name, **PRECONDITIONERS[precond_name]},
+        {"name": "margin", "target_kl": 0.005}, {"name": "kl_rollback", "target_kl": 0.05},
+    )
     # One minibatch per pass (the rank's whole share) so both runs see the same sets.
-    cfg = UpdateConfig(update_iters=3, minibatch_size=len(batch), critic_iters=0, critic_minibatch_size=1)
-    policy_update(actor, batch, precond, blender, guard, 20.0, 25.0, cfg, torch.Generator().manual_seed(0))
+    cfg = UpdateConfig(update_iters=3, minibatch_size=len(batch), critic_iters=0, critic_minibatch_size=1,
+                       cost_limit=25.0)
+    policy_update(actor, batch, algorithm, 20.0, cfg, torch.Generator().manual_seed(0))
     return get_flat(actor)
 
 

@@ -166,19 +166,21 @@ def ddp_batch() -> Batch:
 
 def cpo_update(batch: Batch, ep_cost: float) -> torch.Tensor:
     """One CPO epoch (cg x cpo x line_search, one full-batch step); the final parameters."""
-    from kfcpo.registry import Catalogue
+    from kfcpo.algorithm import Algorithm
     from kfcpo.update import UpdateConfig, policy_update
 
     torch.manual_seed(1)
     actor = GaussianActor(DDP_OBS, ACT, [8, 8])
     with torch.no_grad():
         batch.logp_old = actor.log_prob(batch.obs, batch.act)
-    catalogue = Catalogue()
-    precond = catalogue.build("preconditioner", "cg", {}, actor)
-    blender = catalogue.build("blender", "cpo", {"target_kl": 0.05})  # large: the search backtracks
-    guard = catalogue.build("guard", "line_search", {"target_kl": 0.01})
-    cfg = UpdateConfig(update_iters=1, minibatch_size=0, critic_iters=0, critic_minibatch_size=1)
-    policy_update(actor, batch, precond, blender, guard, ep_cost, 25.0, cfg, torch.Generator().manual_seed(0))
+    algorithm = Algorithm.from_sections(
+        actor, {"name": "cg"},
+        {"name": "cpo", "target_kl": 0.05},  # large: the search backtracks
+        {"name": "line_search", "target_kl": 0.01},
+    )
+    cfg = UpdateConfig(update_iters=1, minibatch_size=0, critic_iters=0, critic_minibatch_size=1,
+                       cost_limit=25.0)
+    policy_update(actor, batch, algorithm, ep_cost, cfg, torch.Generator().manual_seed(0))
     return get_flat(actor)
 
 

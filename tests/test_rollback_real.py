@@ -3,11 +3,11 @@
 import torch
 from torch.distributions import kl_divergence
 
+from kfcpo.algorithm import Algorithm
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.flat import get_flat
 from kfcpo.models import Critics, GaussianActor
-from kfcpo.registry import Catalogue
 from kfcpo.update import UpdateConfig, policy_update
 
 ENV = "SafetyPointGoal1-v0"
@@ -25,11 +25,12 @@ def test_no_committed_step_exceeds_eps_and_rejected_steps_change_nothing() -> No
     batch = collector.collect(0).batch
     envs.close()
 
-    catalogue = Catalogue()
-    precond = catalogue.build("preconditioner", "kfac", {"damping": 0.1, "decay": 0.0}, actor)
-    # A trust region 20x the guard's threshold: most steps must be refused.
-    blender = catalogue.build("blender", "margin", {"target_kl": 20 * EPS})
-    guard = catalogue.build("guard", "kl_rollback", {"target_kl": EPS})
+    algorithm = Algorithm.from_sections(
+        actor, {"name": "kfac", "damping": 0.1, "decay": 0.0},
+        # A trust region 20x the guard's threshold: most steps must be refused.
+        {"name": "margin", "target_kl": 20 * EPS}, {"name": "kl_rollback", "target_kl": EPS},
+    )
+    blender, guard = algorithm.blender, algorithm.guard
     records = []
     commit = guard.commit
 
@@ -47,9 +48,10 @@ def test_no_committed_step_exceeds_eps_and_rejected_steps_change_nothing() -> No
     # Shrinking trust regions across calls give both outcomes on the same data.
     for delta in (20 * EPS, EPS, EPS / 4):
         blender.target_kl = delta
-        cfg = UpdateConfig(update_iters=1, minibatch_size=100, critic_iters=0, critic_minibatch_size=1)
+        cfg = UpdateConfig(update_iters=1, minibatch_size=100, critic_iters=0, critic_minibatch_size=1,
+                           cost_limit=25.0)
         shuffle = torch.Generator().manual_seed(0)
-        policy_update(actor, batch, precond, blender, guard, 30.0, 25.0, cfg, shuffle)
+        policy_update(actor, batch, algorithm, 30.0, cfg, shuffle)
     committed = [r for r in records if r[0]]
     rejected = [r for r in records if not r[0]]
     assert committed and rejected, records

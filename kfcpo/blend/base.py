@@ -20,6 +20,10 @@ from kfcpo.precond.base import Preconditioner
 
 @dataclass
 class Directions:
+    """What a blender combines: the gradients (rank-averaged) and their preconditioned
+    directions x = F^-1 g for reward and cost (None when the blender needs no cost
+    direction), with the cost estimate and limit they were computed for."""
+
     g_r: torch.Tensor
     x_r: torch.Tensor
     g_c: torch.Tensor | None
@@ -29,10 +33,16 @@ class Directions:
 
 
 def ratio(actor: GaussianActor, mb: Batch) -> torch.Tensor:
+    """The importance ratios pi_theta(a|s) / pi_old(a|s) of the minibatch, shape (N,)."""
     return torch.exp(actor.log_prob(mb.obs, mb.act) - mb.logp_old)
 
 
 class Blender(ABC):
+    """Turns reward and cost directions into one ascent step (module docstring): names
+    the objectives (`surrogates`), learns from the epoch's cost estimate (`observe_cost`)
+    and blends (`blend`). `state_dict` holds what it learns across epochs; `metrics()`
+    follows the contract of kfcpo.algorithm."""
+
     #: False when `surrogates` folds the cost into the reward objective (no g_c needed)
     needs_cost_direction: bool = True
 
@@ -49,10 +59,13 @@ class Blender(ABC):
         """Called once per epoch before the policy update (e.g. multiplier learning)."""
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (e.g. a multiplier and its optimizer)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        pass
+        """Restore what `state_dict` returned."""
 
     def metrics(self) -> dict[str, float]:
+        """Diagnostics since the previous call, then reset; the contract is
+        kfcpo.algorithm's."""
         return {}

@@ -17,6 +17,21 @@ SCALES = ("none", "trust_region")
 
 
 class Lagrangian(Blender):
+    """The Lagrangian blender (module docstring).
+
+    Args:
+        multiplier_init: lambda at the start (>= 0).
+        multiplier_lr: Adam's learning rate for lambda (> 0).
+        clip: PPO clip ratio of the surrogate (0 turns clipping off).
+        scale: "none" (the step is x_r as is) or "trust_region" (x_r scaled to
+            0.5 x^T F x = target_kl, for natural gradients).
+        target_kl: delta for scale=trust_region.
+
+    `metrics()` (kfcpo.algorithm's contract): `lagrange`, the multiplier now (a gauge,
+    nothing to reset), and with `trust_region` `nu`, the mean step scale since the last
+    call (reset; left out when no step was scaled).
+    """
+
     needs_cost_direction = False
 
     def __init__(
@@ -42,6 +57,7 @@ class Lagrangian(Blender):
 
     @property
     def lam(self) -> float:
+        """The multiplier lambda as a float."""
         return float(self.multiplier.detach())
 
     def observe_cost(self, ep_cost: float, cost_limit: float) -> None:

@@ -39,7 +39,9 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class PCPOBlender(Blender):
-    """Args:
+    """PCPO's reward step projected onto the linearized cost half-space (module docstring).
+
+    Args:
         target_kl: delta of the reward step's trust region.
         projection: "kl" (F-metric projection, the paper's default) or "l2" (Euclidean).
         rescale: shrink a projected step whose 0.5 x^T F x (the preconditioner's `quad`)

@@ -33,7 +33,9 @@ METRIC_KEYS = ("penalty_active_frac", "cost_surrogate")
 
 
 class PenaltyBlender(Blender):
-    """Args:
+    """P3O's exact-penalty objective (module docstring).
+
+    Args:
         kappa: penalty weight (> 0); the paper shows kappa above a finite threshold makes the
             penalty exact; 20 by default (the common reference setup).
         clip: PPO clip ratio eps (> 0).

@@ -17,13 +17,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.schema import Config
-from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots
+from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots, split_section
 from kfcpo.version import RUN_INFO_KEYS
 
 CONFIG_VALID = "a YAML file of keys, e.g. conf/button.yaml"
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
+    """An experiment YAML file as a dict of keys (a run's provenance keys dropped); a
+    one-line ConfigError for a missing, unreadable or malformed file."""
     p = Path(path)
     if os.path.isdir(p):
         inside = sorted(f.name for f in p.glob("*.yaml"))
@@ -57,6 +59,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Command-line `key=value` overrides (omegaconf dotlist) as a nested dict; a
+    one-line ConfigError for a malformed one."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}': expected key=value (e.g. env.num_envs=4)")
@@ -79,8 +83,7 @@ def _compose_component(
     name: str | None = None
     params: dict[str, Any] = {}
     for layer in layers:
-        section = dict(_layer_value(layer, family))
-        layer_name = section.pop("name", None)
+        layer_name, section = split_section(_layer_value(layer, family))
         if layer_name is not None and layer_name != name:
             name = str(layer_name)
             try:

@@ -12,6 +12,8 @@ from typing import Any
 
 @dataclass
 class EnvConfig:
+    """`env.*`: the Safety Gymnasium task and how its vector of envs runs."""
+
     id: str = "SafetyPointGoal1-v0"
     num_envs: int = 1
     vector: str = "sync"  # sync (this process) | async (worker processes)
@@ -24,6 +26,8 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
+    """`model.*`: the networks and the critics' regression."""
+
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     init_log_std: float = 0.0  # sigma 1 at the start (OmniSafe's Gaussian actor)
@@ -38,6 +42,9 @@ class ModelConfig:
 
 @dataclass
 class WandbConfig:
+    """`logger.wandb.*`: a key wins over wandb's own environment variables only where set
+    (README, wandb)."""
+
     mode: str = "auto"  # auto | online | offline | disabled
     project: str = "kfcpo"
     entity: str | None = None
@@ -47,16 +54,24 @@ class WandbConfig:
 
 @dataclass
 class LoggerConfig:
+    """`logger.*`: the loggers besides metrics.csv (which is always written)."""
+
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
 class CheckpointConfig:
+    """`checkpoint.*`: `last.ckpt` is written every epoch, `epochNNNN.ckpt` every
+    `every_n_epochs`."""
+
     every_n_epochs: int = 10
 
 
 @dataclass
 class Config:
+    """The whole experiment config (README, "Using it"); kfcpo.config composes and
+    validates it."""
+
     algorithm: str = "ppo_lag"
     env: EnvConfig = field(default_factory=EnvConfig)
     seed: int = 0

@@ -11,14 +11,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kfcpo.algorithm import PRECONDITIONER, build_component
 from kfcpo.config.errors import ConfigError
 from kfcpo.models.actor import GaussianActor
 from kfcpo.models.mlp import ACTIVATIONS
-from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError
+from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, split_section
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 VECTOR_MODES = ("sync", "async")
 COST_ADV_MODES = ("center", "standardize", "none")
+# The policy throwaway preconditioners are built on: obs dim, action dim, hidden sizes.
+TINY_POLICY = (2, 1, (2,))
 # Trainer arguments kfcpo sets itself, with the config key that controls each.
 MANAGED_TRAINER_KEYS = {
     "max_epochs": "total_steps / steps_per_epoch",
@@ -122,10 +125,11 @@ def _type_matches(default: Any, value: Any) -> bool:
 
 
 def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None:
-    section = OmegaConf.to_container(cfg[family])
-    name = section.pop("name")
+    """The section's keys and types against the catalogue entry, then its values by the
+    component's own range checks (ConfigError naming the key or the component)."""
+    name, params = split_section(OmegaConf.to_container(cfg[family]))
     entry = catalogue.get(family, name)
-    for key, value in section.items():
+    for key, value in params.items():
         if key not in entry.params:
             valid = ", ".join(["name", *sorted(entry.params)])
             raise ConfigError(f"{family}.{key}: unknown parameter of {family} '{name}'; valid: {valid}")
@@ -136,9 +140,10 @@ def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None
                 f"like the default {default!r}, got {value!r}"
             )
     try:
-        # A throwaway instance on a tiny policy runs the component's own range checks now.
-        args = (GaussianActor(2, 1, [2]),) if family == "preconditioner" else ()
-        catalogue.build(family, name, section, *args)
+        # A throwaway instance, built as a run builds it (on a tiny policy), runs the
+        # component's own range checks now, before any env starts.
+        actor = GaussianActor(*TINY_POLICY) if family == PRECONDITIONER else None
+        build_component(catalogue, family, cfg[family], actor)
     except RegistryError as err:
         raise ConfigError(f"{family}.name: {err}") from None
     except (TypeError, ValueError) as err:
@@ -202,6 +207,9 @@ def check_file_path(path: str | Path, key: str, valid: str) -> Path:
 
 
 def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> None:
+    """Check a composed config (module docstring): ranges and choices, each component's
+    parameters (by building it), the composition rules, the trainer's arguments and,
+    with `check_env`, the env id. Raises a one-line ConfigError naming the key."""
     for key, ok, expected in RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):

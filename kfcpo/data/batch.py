@@ -23,9 +23,11 @@ class Batch:
         return self.obs.shape[0]
 
     def select(self, idx: torch.Tensor) -> Batch:
+        """The rows `idx` of every field (a minibatch)."""
         return Batch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     def to(self, device: torch.device | str) -> Batch:
+        """Every field on `device`."""
         return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 

@@ -23,17 +23,21 @@ class EpisodeCostWindow:
         self.costs: deque[float] = deque(maxlen=size)
 
     def extend(self, costs: Iterable[float]) -> None:
+        """Append finished episodes' costs, dropping the oldest beyond `size`."""
         self.costs.extend(float(c) for c in costs)
 
     def mean(self) -> float:
+        """Jc: the mean cost of the episodes in the window (NaN when empty)."""
         return sum(self.costs) / len(self.costs) if self.costs else math.nan
 
     def __len__(self) -> int:
         return len(self.costs)
 
     def state_dict(self) -> dict[str, Any]:
+        """The window's costs, oldest first."""
         return {"costs": list(self.costs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (up to this window's size)."""
         self.costs.clear()
         self.extend(state["costs"])

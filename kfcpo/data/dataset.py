@@ -19,6 +19,9 @@ from kfcpo.data.batch import Rollout
 
 
 class RolloutDataset(IterableDataset):
+    """One item per epoch: the rollout `collect()` returns, collected when Lightning asks
+    (in this process, with the live policy)."""
+
     def __init__(self, collect: Callable[[], Rollout]) -> None:
         super().__init__()
         self.collect = collect

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from kfcpo.envs.state import EnvStateError, load_vector_state, vector_state
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
 from kfcpo.run.encoding import blob_from_tensor, blob_to_tensor
 
+if TYPE_CHECKING:  # annotations only: gymnasium loads with kfcpo.envs, after its shim
+    import gymnasium
+
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
 # The collector's own state between epochs: raw observations and unfinished episodes' sums.
 _EPISODE_STATE = ("obs", "ep_ret", "ep_cost", "ep_len")
@@ -28,6 +31,8 @@ _EPISODE_STATE = ("obs", "ep_ret", "ep_cost", "ep_len")
 
 @dataclass
 class GAEConfig:
+    """Discounts and GAE lambda of the advantages, and how each is normalized."""
+
     gamma: float
     cost_gamma: float
     lam: float
@@ -36,6 +41,7 @@ class GAEConfig:
 
     @classmethod
     def from_config(cls, cfg: Any) -> GAEConfig:
+        """The advantage settings of a validated run config."""
         return cls(cfg.gamma, cfg.cost_gamma, cfg.gae_lambda, cfg.standardize_adv, cfg.cost_adv)
 
 
@@ -59,7 +65,7 @@ class RolloutCollector:
 
     def __init__(
         self,
-        envs,
+        envs: gymnasium.vector.VectorEnv,
         actor: GaussianActor,
         critics: Critics,
         normalizer: ObsNormalizer,
@@ -111,6 +117,9 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, policy_version: int) -> Rollout:
+        """One epoch's `steps_per_env` steps of every env with the live policy: the batch
+        with its advantages and returns, and the epoch's episode statistics.
+        `policy_version` (updates so far) is recorded with the rollout."""
         start = time.perf_counter()
         self.device = self.actor.log_std.device  # Lightning moves the module after setup
         T, N = self.steps_per_env, self.num_envs
@@ -181,7 +190,10 @@ class RolloutCollector:
             count, mean, var = float(part[0]), part[1 : 1 + dim].numpy(), part[1 + dim :].numpy()
             self.normalizer.rms.merge(count, mean.reshape(epoch.shape), var.reshape(epoch.shape))
 
-    def _advantages(self, obs, act, grid, boot_r, boot_c, last_r, last_c) -> Batch:
+    def _advantages(
+        self, obs: torch.Tensor, act: torch.Tensor, grid: dict[str, torch.Tensor], boot_r: torch.Tensor,
+        boot_c: torch.Tensor, last_r: torch.Tensor, last_c: torch.Tensor,
+    ) -> Batch:
         cfg = self.gae_cfg
         out = {}
         for key, values, boot, last, gamma in (

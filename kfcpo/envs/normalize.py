@@ -50,11 +50,13 @@ class RunningMeanStd:
         self.count = float(total)
 
     def state_dict(self) -> dict[str, Any]:
+        """Mean, variance and count, for exact resume."""
         # Plain lists and floats: exact for float64 and loadable by
         # torch.load(weights_only=True), unlike numpy arrays.
         return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; ValueError if the shape differs."""
         mean = np.asarray(state["mean"], dtype=np.float64)
         if mean.shape != self.shape:
             raise ValueError(f"state has shape {mean.shape}, expected {self.shape}")
@@ -115,9 +117,11 @@ class ObsNormalizer:
         return out.astype(dtype)
 
     def state_dict(self) -> dict[str, Any]:
+        """Whether it normalizes, its clip and its running statistics."""
         return {"enabled": self.enabled, "clip": self.clip, "rms": self.rms.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
         self.enabled = bool(state["enabled"])
         self.clip = state["clip"]
         self.rms.load_state_dict(state["rms"])

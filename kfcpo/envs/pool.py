@@ -100,6 +100,7 @@ class PoolVectorEnv(VectorEnv):
 
     @property
     def workers(self) -> int:
+        """The number of worker processes."""
         return len(self._blocks)
 
     # ------------------------------------------------------------------ protocol

@@ -43,6 +43,7 @@ class StepBuffers:
         observation_space: gymnasium.Space,
         action_space: gymnasium.Space,
     ) -> StepBuffers:
+        """Shared-memory buffers for `num_envs` envs of these spaces (Box spaces only)."""
         obs, act = _box(observation_space, "observation"), _box(action_space, "action")
         sizes = {
             "obs": num_envs * int(np.prod(obs.shape)) * obs.dtype.itemsize,
@@ -56,6 +57,8 @@ class StepBuffers:
         return cls(num_envs, obs.shape, obs.dtype, act.shape, act.dtype, raw)
 
     def views(self) -> dict[str, np.ndarray]:
+        """The buffers as numpy arrays (obs, act, reward, terminated, truncated), one
+        row per env; each process makes its own views of the same memory."""
         n = self.num_envs
         layout = {
             "obs": (self.obs_dtype, (n, *self.obs_shape)),

@@ -66,6 +66,8 @@ def step_block(envs: Sequence[gymnasium.Env], first: int, arrays: dict[str, np.n
 def reset_block(
     envs: Sequence[gymnasium.Env], first: int, arrays: dict[str, np.ndarray], kwargs: Sequence[dict]
 ) -> list[dict]:
+    """Reset each env of a worker's block with its own keyword arguments, writing the
+    observations into the shared arrays from row `first`; the reset infos."""
     infos = []
     for i, (env, kw) in enumerate(zip(envs, kwargs, strict=True), start=first):
         obs, info = env.reset(**kw)
@@ -75,6 +77,7 @@ def reset_block(
 
 
 def call_block(envs: Sequence[gymnasium.Env], name: str, args: tuple, kwargs: dict) -> list[Any]:
+    """Each env's `name`: called with `args` and `kwargs` if callable, else its value."""
     out = []
     for env in envs:
         attr = getattr(env, name)

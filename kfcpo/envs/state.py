@@ -107,6 +107,7 @@ def vector_state(venv: gymnasium.vector.VectorEnv) -> dict[str, Any]:
 
 
 def load_vector_state(venv: gymnasium.vector.VectorEnv, state: dict[str, Any]) -> None:
+    """Restore what `vector_state` returned; EnvStateError if the env count differs."""
     envs: Sequence[bytes] = state["envs"]
     if len(envs) != venv.num_envs:
         raise EnvStateError(f"state holds {len(envs)} envs, the vector env has {venv.num_envs}")

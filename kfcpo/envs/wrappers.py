@@ -61,6 +61,7 @@ class SafetyToGymnasium(gymnasium.Wrapper):
         state.restore(self, blob)
 
     def close(self) -> None:
+        """Close the env and the render contexts safety_gymnasium leaves open."""
         # safety_gymnasium never frees its render contexts; freed at interpreter
         # exit instead, after EGL is torn down, they raise EGLError noise.
         viewers = getattr(getattr(self.env.unwrapped, "task", None), "_viewers", {})

@@ -54,18 +54,23 @@ class PolicyMover:
         self.actor, self.precond = actor, precond
 
     def snapshot(self) -> tuple[torch.Tensor, Any]:
+        """The policy's flat parameters and the preconditioner's optimizer state."""
         return get_flat(self.actor), self.precond.step_state()
 
     def restore(self, snap: tuple[torch.Tensor, Any]) -> None:
+        """Put back exactly what `snapshot` returned."""
         flat, opt_state = snap
         set_flat(self.actor, flat)
         if opt_state is not None:
             self.precond.load_step_state(opt_state)
 
     def apply(self, step: torch.Tensor) -> None:
+        """Move the policy by `step` (through the preconditioner's optimizer, if any)."""
         self.precond.apply_step(step)
 
     def old_distribution(self, obs: torch.Tensor) -> Normal:
+        """The policy's current distribution on `obs`, without a graph (the reference a
+        KL is measured from)."""
         with torch.no_grad():
             return self.actor.distribution(obs)
 
@@ -109,6 +114,7 @@ class Proposal:
             return rank_means(self.evaluate())
 
     def objectives_before(self) -> tuple[float, float | None]:
+        """(L_r, L_c) at the starting parameters, rank-averaged."""
         return rank_means(self.before)
 
     def expected_gain(self, fraction: float = 1.0) -> float:
@@ -120,13 +126,16 @@ class Guard(ABC):
     """Decides whether each proposed step is committed (`commit` / `propose`) and when the
     epoch's policy updates end (`stop`, given the KL of the policy from the rollout policy
     over the whole rollout). The update loop asks `stop` after every pass, and also after
-    every step that moved the policy when `check_every_step` is True."""
+    every step that moved the policy when `check_every_step` is True.
+
+    A guard holds nothing across epochs (`begin_epoch` resets it), so it has no checkpoint
+    state; `metrics()` follows the contract of kfcpo.algorithm."""
 
     #: ask `stop` after every committed step (True) or only after every pass (False)
     check_every_step: bool = True
 
     def begin_epoch(self) -> None:  # noqa: B027 - optional hook
-        pass
+        """Called once per epoch before the policy update: reset per-epoch counters."""
 
     @abstractmethod
     def commit(self, mover: PolicyMover, step: torch.Tensor, mb: Batch) -> bool:
@@ -143,4 +152,6 @@ class Guard(ABC):
         return False
 
     def metrics(self) -> dict[str, float]:
+        """Diagnostics since the previous call, then reset; the contract is
+        kfcpo.algorithm's."""
         return {}

@@ -11,6 +11,9 @@ from kfcpo.guard.base import Guard, PolicyMover
 
 
 class EarlyStop(Guard):
+    """Commit every step; end the epoch after the pass whose policy has drifted more than
+    `target_kl` (> 0) from the rollout policy. No metrics of its own."""
+
     check_every_step = False
 
     def __init__(self, target_kl: float = 0.02) -> None:

@@ -27,7 +27,7 @@ class KLRollback(Guard):
     committed steps (0.0 when none was committed: the policy did not move);
     `nonfinite_skips` = how many steps were refused for a non-finite step, KL or
     parameter. Counters are reset by `begin_epoch` and also by reading `metrics()`
-    (which returns them first), the same read-and-reset contract as the blenders;
+    (which returns them first): kfcpo.algorithm's read-and-reset contract;
     `metrics()` is {} when no step was proposed since the last reset.
     """
 

@@ -35,7 +35,9 @@ METRIC_KEYS = ("ls_step_frac", "ls_backtracks", "kl_step", "ls_improve", "ls_exp
 
 
 class LineSearch(Guard):
-    """Args:
+    """Backtracking line search on the measured KL and the surrogates (module docstring).
+
+    Args:
         target_kl: delta, the largest measured KL a committed step may have.
         decay: factor between successive fractions, in (0, 1).
         steps: how many fractions to try (>= 1) before giving up.

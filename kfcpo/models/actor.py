@@ -38,9 +38,11 @@ class GaussianActor(nn.Module):
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
     def forward(self, obs: torch.Tensor) -> Normal:
+        """The same as `distribution`."""
         return self.distribution(obs)
 
     def distribution(self, obs: torch.Tensor) -> Normal:
+        """pi(.|obs): a Normal over each action dimension, batched over `obs`."""
         mean = self.mean_net(obs)
         # validate_args=False: the guard must see a NaN policy as a NaN KL, not an exception
         # (an exception on one rank would leave the others waiting); it is also faster.

@@ -26,7 +26,7 @@ class Critics(nn.Module):
     drawn reward first), then the two are stacked layer by layer: weights (2, in, out),
     biases (2, 1, out)."""
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh"):
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "tanh") -> None:
         super().__init__()
         nets = [mlp(obs_dim, hidden, 1, activation) for _ in range(NUM_CRITICS)]
         layers = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]

@@ -18,6 +18,10 @@ from kfcpo.models.actor import GaussianActor
 
 
 class Preconditioner(ABC):
+    """The curvature F of a policy: `update` refreshes it, `solve` and `quad` use it,
+    `apply_step` moves the policy (module docstring). Built on the actor it preconditions;
+    `metrics()` follows the contract of kfcpo.algorithm."""
+
     #: True when the step is taken by an optimizer with state (rollback must restore it)
     has_optimizer_state: bool = False
 
@@ -56,8 +60,9 @@ class Preconditioner(ABC):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        pass
+        """Restore what `state_dict` returned."""
 
     def metrics(self) -> dict[str, float]:
-        """Per-epoch diagnostics (e.g. skipped updates); reset by the caller's epoch."""
+        """Diagnostics since the previous call, then reset (e.g. skipped updates); the
+        contract is kfcpo.algorithm's."""
         return {}

@@ -17,11 +17,16 @@ LR_DECAYS = ("none", "linear")
 
 
 class Identity(Preconditioner):
-    """Args:
+    """No curvature (F = I): the first-order methods' preconditioner (module docstring).
+
+    Args:
         lr: Adam's learning rate at the start.
         max_grad_norm: the step (as Adam's gradient) is clipped to this norm.
         lr_decay: "linear" lowers the learning rate linearly to 0 over the step budget
             (set each epoch by `set_progress`), "none" keeps it.
+
+    The step goes through Adam (its state is what a rollback restores). `metrics()`:
+    `lr`, the learning rate now (a gauge under kfcpo.algorithm's contract).
     """
 
     has_optimizer_state = True

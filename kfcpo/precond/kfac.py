@@ -129,7 +129,7 @@ class KFAC(Preconditioner):
 
     `metrics()`: `kfac_skipped` (updates refused for non-finite statistics or a failed
     eigendecomposition), `kfac_refreshes` and `kfac_inversions`, counted since the
-    previous read (read-and-reset, like the blenders and guards).
+    previous read (kfcpo.algorithm's contract: read and reset).
     """
 
     def __init__(

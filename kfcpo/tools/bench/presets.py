@@ -90,8 +90,8 @@ def one_update(
     s = rollout.stats
     ep_cost = s.ep_cost_sum / s.episodes if s.episodes else 0.0
     start = time.perf_counter()
-    metrics = policy_update(module.actor, rollout.batch, module.precond, module.blender, module.guard,
-                            ep_cost, float(cfg.cost_limit), module.update_cfg, module.shuffle)
+    metrics = policy_update(module.actor, rollout.batch, module.algorithm, ep_cost, module.update_cfg,
+                            module.shuffle)
     policy_s = time.perf_counter() - start
     optimizer = module.configure_optimizers()
     targets = torch.stack([rollout.batch.ret_r, rollout.batch.ret_c])

@@ -23,6 +23,7 @@ import statistics
 from collections import defaultdict
 
 import torch
+from omegaconf import OmegaConf
 
 from kfcpo.blend.base import Directions
 from kfcpo.blend.margin import INNER_PRODUCTS, MarginBlender
@@ -33,6 +34,7 @@ from kfcpo.envs import make_vector_env
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.guard.base import PolicyMover, mean_kl
 from kfcpo.module import SafeRLModule
+from kfcpo.registry import split_section
 from kfcpo.run.checkpoint import CHECKPOINT_KEY, read_checkpoint, saved_config
 from kfcpo.update import minibatches
 
@@ -72,19 +74,19 @@ def compare(
 ) -> dict[tuple, list]:
     """Per (inner, Jc / d): a row (projected, cost raised, dL_c, dL_r, KL) per minibatch of
     `minibatch_size` states (0 = the whole rollout)."""
-    actor, precond = module.actor, module.precond
+    actor, precond, trained = module.actor, module.algorithm.precond, module.algorithm.blender
     params, mover = params_of(actor), PolicyMover(actor, precond)
-    params_cfg = {k: v for k, v in module.cfg.blender.items() if k != "name"}
+    _, params_cfg = split_section(OmegaConf.to_container(module.cfg.blender))
     blenders = {inner: MarginBlender(**{**params_cfg, "inner": inner}) for inner in INNER_PRODUCTS}
     cost_limit = float(module.cfg.cost_limit)
     rollout_policy = mover.old_distribution(batch.obs)
     with torch.no_grad():
-        before = [float(v) for v in module.blender.surrogates(actor, batch)]
+        before = [float(v) for v in trained.surrogates(actor, batch)]
     rows: dict[tuple, list] = defaultdict(list)
     for idx in minibatches(batch, minibatch_size, torch.Generator().manual_seed(seed)):
         mb = batch.select(idx)
         precond.update(mb.obs)
-        loss_r, loss_c = module.blender.surrogates(actor, mb)
+        loss_r, loss_c = trained.surrogates(actor, mb)
         g_r, g_c = flat_grad(loss_r, params, retain_graph=True), flat_grad(loss_c, params)
         x_r, x_c = precond.solve(g_r), precond.solve(g_c)
         for inner, blender in blenders.items():
@@ -94,7 +96,7 @@ def compare(
                 snap = mover.snapshot()
                 mover.apply(step)
                 with torch.no_grad():
-                    after = [float(v) for v in module.blender.surrogates(actor, batch)]
+                    after = [float(v) for v in trained.surrogates(actor, batch)]
                 kl = mean_kl(actor, batch.obs, rollout_policy)
                 mover.restore(snap)
                 d_r, d_c = after[0] - before[0], after[1] - before[1]
