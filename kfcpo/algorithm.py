@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.blend.base import Blender
 from kfcpo.guard.base import Guard
+from kfcpo.metrics_schema import BLEND, GUARD, PRECOND, namespaced
 from kfcpo.models.actor import GaussianActor
 from kfcpo.precond.base import Preconditioner
 from kfcpo.registry import Catalogue, default_roots, split_section
@@ -120,5 +121,10 @@ class Algorithm:
 
     def metrics(self) -> dict[str, float]:
         """The three components' metrics since the previous call, each reset (module
-        docstring); preconditioner first, then blender, then guard."""
-        return {**self.precond.metrics(), **self.blender.metrics(), **self.guard.metrics()}
+        docstring); preconditioner first, then blender, then guard, each under its
+        family's namespace of kfcpo.metrics_schema (`precond/`, `blend/`, `guard/`)."""
+        return {
+            **namespaced(PRECOND, self.precond.metrics()),
+            **namespaced(BLEND, self.blender.metrics()),
+            **namespaced(GUARD, self.guard.metrics()),
+        }

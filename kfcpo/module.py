@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from kfcpo import metrics_schema as schema
 from kfcpo.adam import adam
 from kfcpo.algorithm import Algorithm
 from kfcpo.data import Rollout, RolloutDataset
@@ -158,7 +159,14 @@ class SafeRLModule(pl.LightningModule):
         self.env_steps += int(sums[4])
         for costs in gather_to_all(s.ep_costs):  # rank order: the same window on every rank
             self.cost_window.extend(costs)
-        return {**self.episode_means, "episodes": float(episodes), "jc": self.cost_window.mean()}
+        means = self.episode_means  # checkpointed under these keys; logged under the schema's
+        return {
+            schema.EPISODE_RETURN: means["ep_ret"],
+            schema.EPISODE_COST: means["ep_cost"],
+            schema.EPISODE_LENGTH: means["ep_len"],
+            schema.EPISODE_COUNT: float(episodes),
+            schema.EPISODE_JC: self.cost_window.mean(),
+        }
 
     def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         """One epoch's update from its rollout: the policy update (kfcpo.update), the
@@ -167,7 +175,7 @@ class SafeRLModule(pl.LightningModule):
         batch = rollout.batch
         # Before any episode has finished there is no Jc estimate: treat it as 0 (feasible),
         # the same start a Lagrange multiplier or margin weight would have.
-        ep_cost = 0.0 if math.isnan(stats["jc"]) else stats["jc"]
+        ep_cost = 0.0 if math.isnan(stats[schema.EPISODE_JC]) else stats[schema.EPISODE_JC]
         # The budget done before this epoch: the first update sees 0.
         done = self.updates * self.cfg.steps_per_epoch / self.cfg.total_steps
         self.algorithm.precond.set_progress(done)
@@ -176,22 +184,22 @@ class SafeRLModule(pl.LightningModule):
         optimizer = self.optimizers()
         targets = torch.stack([batch.ret_r, batch.ret_c])
         start = time.perf_counter()
-        metrics["critic_loss"] = critic_update(self.critics, targets, batch.obs, optimizer.optimizer,
+        metrics[schema.CRITIC_LOSS] = critic_update(self.critics, targets, batch.obs, optimizer.optimizer,
                                                self.update_cfg, self.shuffle)
-        metrics["critic_s"] = time.perf_counter() - start
+        metrics[schema.TIME_CRITIC_S] = time.perf_counter() - start
         self._count_update_as_lightning_step(optimizer)
         if self.cfg.check_sync:
             assert_same_on_ranks(dict(self.named_parameters()))
-        # The whole epoch's work: rollout, policy update (update_s) and critic regression.
-        epoch_s = rollout.stats.rollout_s + metrics["update_s"] + metrics["critic_s"]
+        # The whole epoch's work: rollout, policy update and critic regression.
+        epoch_s = rollout.stats.rollout_s + metrics[schema.TIME_UPDATE_S] + metrics[schema.TIME_CRITIC_S]
         metrics.update(stats)
-        metrics.update(
-            env_steps=float(self.env_steps),
-            rollout_s=rollout.stats.rollout_s,
-            steps_per_s=rollout.stats.env_steps * self.trainer.world_size / epoch_s,
-            log_std=float(self.actor.log_std.detach().mean()),
-        )
-        shown = {"ep_ret", "ep_cost", "kl", "steps_per_s", "env_steps"}
+        metrics.update({
+            schema.TIME_ENV_STEPS: float(self.env_steps),
+            schema.TIME_ROLLOUT_S: rollout.stats.rollout_s,
+            schema.TIME_STEPS_PER_S: rollout.stats.env_steps * self.trainer.world_size / epoch_s,
+            schema.POLICY_LOG_STD: float(self.actor.log_std.detach().mean()),
+        })
+        shown = set(schema.PROGRESS_BAR_KEYS)
         self.log_dict({k: v for k, v in metrics.items() if k in shown}, prog_bar=True, on_step=True,
                       on_epoch=False, batch_size=1, rank_zero_only=True)
         self.log_dict({k: v for k, v in metrics.items() if k not in shown}, on_step=True,

@@ -11,6 +11,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from kfcpo.metrics_schema import EPISODE_COST, EPISODE_RETURN, POLICY_KL, TIME_ENV_STEPS, TIME_STEPS_PER_S
+
 REFRESH_S = 0.25  # env steps arrive in thousands per second; redraw at most this often
 
 
@@ -75,12 +77,12 @@ class EnvStepProgressBar(ProgressBar):
         m = trainer.progress_bar_metrics
         self._progress.update(
             self._task,
-            completed=int(m.get("env_steps", 0)),
+            completed=int(m.get(TIME_ENV_STEPS, 0)),
             epoch=trainer.current_epoch + 1,
-            ret=_shown(m.get("ep_ret"), ".2f"),
-            cost=_shown(m.get("ep_cost"), ".2f"),
-            kl=_shown(m.get("kl"), ".4f"),
-            sps=_shown(m.get("steps_per_s"), ",.0f"),
+            ret=_shown(m.get(EPISODE_RETURN), ".2f"),
+            cost=_shown(m.get(EPISODE_COST), ".2f"),
+            kl=_shown(m.get(POLICY_KL), ".4f"),
+            sps=_shown(m.get(TIME_STEPS_PER_S), ",.0f"),
         )
         self._pending = 0
 

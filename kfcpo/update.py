@@ -23,6 +23,14 @@ from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_mean_each
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.guard.base import PolicyMover, Proposal, mean_kl
+from kfcpo.metrics_schema import (
+    GUARD_COMMITTED_FRAC,
+    POLICY_KL,
+    TIME_UPDATE_S,
+    UPDATE_NONFINITE_STEPS,
+    UPDATE_POLICY_STEPS,
+    UPDATE_STOPPED_EARLY,
+)
 from kfcpo.models import Critics, GaussianActor
 
 # minibatch_size 0: the whole rollout (each rank's share of it) is one minibatch.
@@ -82,8 +90,9 @@ def policy_update(
         ep_cost: Jc, the episode-cost estimate this update acts on (0 before any episode).
         generator: draws the minibatch shuffles (the critics' regression shares it).
 
-    Returns the epoch's metrics: `kl` (the policy's drift from the rollout policy), step
-    counts, the components' own metrics (read and reset) and `update_s`.
+    Returns the epoch's metrics under kfcpo.metrics_schema's keys: `policy/kl` (the
+    policy's drift from the rollout policy), step counts, the components' own metrics
+    (read and reset) and `time/update_s`.
     """
     start = time.perf_counter()
     precond, blender, guard = algorithm.precond, algorithm.blender, algorithm.guard
@@ -128,14 +137,14 @@ def policy_update(
             stopped = True
             break
     metrics = {
-        "kl": mean_kl(actor, batch.obs, rollout_policy),
-        "policy_steps": float(steps),
-        "committed_frac": committed / max(steps, 1),
-        "nonfinite_steps": float(nonfinite),
-        "stopped_early": float(stopped),
+        POLICY_KL: mean_kl(actor, batch.obs, rollout_policy),
+        UPDATE_POLICY_STEPS: float(steps),
+        GUARD_COMMITTED_FRAC: committed / max(steps, 1),
+        UPDATE_NONFINITE_STEPS: float(nonfinite),
+        UPDATE_STOPPED_EARLY: float(stopped),
         **algorithm.metrics(),
     }
-    metrics["update_s"] = time.perf_counter() - start
+    metrics[TIME_UPDATE_S] = time.perf_counter() - start
     return metrics
 
 

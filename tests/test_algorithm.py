@@ -60,9 +60,10 @@ def test_metrics_are_read_and_reset() -> None:
     algo.precond.update(torch.randn(8, OBS_DIM))
     algo.blender.blend(Directions(x, x, -x, -x, 20.0, 25.0), algo.precond)
     first = algo.metrics()
-    assert first["kfac_refreshes"] == 1.0 and "w_c" in first
+    assert first["precond/kfac_refreshes"] == 1.0 and "blend/w_c" in first
     second = algo.metrics()
-    assert second["kfac_refreshes"] == 0.0 and "w_c" not in second  # nothing since the last call
+    # nothing since the last call
+    assert second["precond/kfac_refreshes"] == 0.0 and "blend/w_c" not in second
 
 
 @pytest.mark.parametrize("family", ["preconditioner", "blender", "guard"])

@@ -108,10 +108,10 @@ def test_results_table_and_curves(bench: Bench) -> None:
     assert (env, algorithm, seeds) == (ENV, "ppo_lag", "2")
     # final = the last 10% of two epochs = the last epoch; mean ± std over the two seeds
     finals = {k: [float(read_metrics(run_dir(bench.root, s))[-1][k]) for s in (0, 1)]
-              for k in ("ep_ret", "ep_cost")}
-    assert ret == f"{np.mean(finals['ep_ret']):.2f} ± {np.std(finals['ep_ret']):.2f}"
-    assert cost == f"{np.mean(finals['ep_cost']):.2f} ± {np.std(finals['ep_cost']):.2f}"
-    assert met == ("yes (≤ 25)" if np.mean(finals["ep_cost"]) <= 25 else "no (> 25)")
+              for k in ("episode/return", "episode/cost")}
+    assert ret == f"{np.mean(finals['episode/return']):.2f} ± {np.std(finals['episode/return']):.2f}"
+    assert cost == f"{np.mean(finals['episode/cost']):.2f} ± {np.std(finals['episode/cost']):.2f}"
+    assert met == ("yes (≤ 25)" if np.mean(finals["episode/cost"]) <= 25 else "no (> 25)")
     text = (bench.root / "out" / "results.md").read_text()
     assert "Command: `kfcpo benchmark --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
     assert "Date: " in text
@@ -142,7 +142,7 @@ def test_incomplete_run_is_resumed_not_restarted(bench: Bench) -> None:
     assert f"start   {ENV}/ppo_lag/seed0" in bench.first.out
     rows = read_metrics(resumed)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert [float(r["env_steps"]) for r in rows] == [500.0, 1000.0]
+    assert [float(r["time/env_steps"]) for r in rows] == [500.0, 1000.0]
     # Epoch 0 is the interrupted attempt's own row (timings included), not a re-run of it.
     def filled(row: dict[str, str]) -> dict[str, str]:
         return {k: v for k, v in row.items() if v}
@@ -206,24 +206,24 @@ def test_overrides_may_stand_anywhere() -> None:
 
 def synthetic_run(ret: list[float], steps: list[float] | None = None):
     steps = steps or [100.0 * (i + 1) for i in range(len(ret))]
-    metrics = {"ep_ret": np.array(ret), "ep_cost": np.zeros(len(ret))}
+    metrics = {"episode/return": np.array(ret), "episode/cost": np.zeros(len(ret))}
     cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": 0, "cost_limit": 5.0}
     return Run(Path("."), cfg, np.array(steps), metrics)
 
 
 def test_final_value_is_the_mean_of_the_last_tenth_of_epochs() -> None:
     ret = [float(i) for i in range(20)]
-    assert final_value(synthetic_run(ret), "ep_ret") == pytest.approx((18 + 19) / 2)
-    assert final_value(synthetic_run(ret[:15]), "ep_ret") == pytest.approx((13 + 14) / 2)  # ceil
-    assert final_value(synthetic_run([1.0, 2.0, 3.0]), "ep_ret") == 3.0  # at least one epoch
-    assert final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "ep_ret") == 7.0
-    assert math.isnan(final_value(synthetic_run([1.0, math.nan]), "ep_ret"))
+    assert final_value(synthetic_run(ret), "episode/return") == pytest.approx((18 + 19) / 2)
+    assert final_value(synthetic_run(ret[:15]), "episode/return") == pytest.approx((13 + 14) / 2)  # ceil
+    assert final_value(synthetic_run([1.0, 2.0, 3.0]), "episode/return") == 3.0  # at least one epoch
+    assert final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "episode/return") == 7.0
+    assert math.isnan(final_value(synthetic_run([1.0, math.nan]), "episode/return"))
 
 
 def test_a_longer_run_is_cut_at_the_budget() -> None:
     run = clip_to_budget(synthetic_run([1.0, 2.0, 3.0, 4.0]), 250)
     assert run.steps.tolist() == [100.0, 200.0, 300.0]  # the epoch that reached 250 ends it
-    assert run.metrics["ep_ret"].tolist() == [1.0, 2.0, 3.0]
+    assert run.metrics["episode/return"].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_stashed_rows_are_merged_by_epoch(tmp_path: Path) -> None:

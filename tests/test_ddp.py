@@ -97,7 +97,7 @@ def test_ranks_hold_identical_parameters_after_every_update(algorithm, tmp_path)
     assert "ranks diverged" not in proc.stderr
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # header + 2 epochs, written by rank 0 only
-    assert rows[1].split(",")[rows[0].split(",").index("env_steps")] == "1000.0"
+    assert rows[1].split(",")[rows[0].split(",").index("time/env_steps")] == "1000.0"
 
 
 def _diverged_rank_main(rank: int, port: int, out: str) -> None:

@@ -43,14 +43,15 @@ def test_fit_writes_metrics_and_checkpoints_then_resumes(tmp_path, capsys) -> No
     assert main(["fit", "--config", GOAL, *TINY, "total_steps=1000", f"out_dir={run}"]) == 0
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert [float(r["env_steps"]) for r in rows] == [500.0, 1000.0]
-    for key in ("ep_ret", "ep_cost", "ep_len", "kl", "steps_per_s", "update_s"):
+    assert [float(r["time/env_steps"]) for r in rows] == [500.0, 1000.0]
+    for key in ("episode/return", "episode/cost", "episode/length", "policy/kl", "time/steps_per_s",
+                "time/update_s"):
         assert all(r[key] != "" for r in rows), key
     # PointGoal1 episodes last 1000 steps: none finished in epoch 0, so no made-up 0 is logged.
-    assert [float(r["episodes"]) for r in rows] == [0.0, 1.0]
-    assert math.isnan(float(rows[0]["ep_ret"])) and math.isnan(float(rows[0]["ep_cost"]))
-    assert float(rows[1]["ep_len"]) == 1000.0 and math.isfinite(float(rows[1]["ep_ret"]))
-    assert float(rows[-1]["kl"]) > 0  # the policy moved
+    assert [float(r["episode/count"]) for r in rows] == [0.0, 1.0]
+    assert math.isnan(float(rows[0]["episode/return"])) and math.isnan(float(rows[0]["episode/cost"]))
+    assert float(rows[1]["episode/length"]) == 1000.0 and math.isfinite(float(rows[1]["episode/return"]))
+    assert float(rows[-1]["policy/kl"]) > 0  # the policy moved
     assert (run / "config.yaml").is_file()
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
@@ -64,7 +65,7 @@ def test_fit_writes_metrics_and_checkpoints_then_resumes(tmp_path, capsys) -> No
     assert main(["fit", "--config", GOAL, *overrides]) == 0
     rows = read_metrics(resumed)
     assert [r["epoch"] for r in rows] == ["2"]
-    assert float(rows[0]["env_steps"]) == 1500.0  # counters continue from the checkpoint
+    assert float(rows[0]["time/env_steps"]) == 1500.0  # counters continue from the checkpoint
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["kfcpo"]["updates"] == 3
 

@@ -44,7 +44,7 @@ def learn(out_dir: Path, seed: int, *extra: str) -> dict[str, list[float]]:
     with open(out_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 10
-    return {k: [float(r[k]) for r in rows] for k in ("ep_ret", "ep_cost", "rollback_frac")}
+    return {k: [float(r[k]) for r in rows] for k in ("episode/return", "episode/cost", "guard/rollback_frac")}
 
 
 def mean(xs: list[float]) -> float:
@@ -52,11 +52,11 @@ def mean(xs: list[float]) -> float:
 
 
 def return_gain(run: dict[str, list[float]]) -> float:
-    return mean(run["ep_ret"][-5:]) - run["ep_ret"][0]
+    return mean(run["episode/return"][-5:]) - run["episode/return"][0]
 
 
 def late_cost(run: dict[str, list[float]]) -> float:
-    return mean(run["ep_cost"][-4:])
+    return mean(run["episode/cost"][-4:])
 
 
 @pytest.mark.slow
@@ -65,7 +65,8 @@ def test_kfcpo_raises_return_and_holds_cost_near_the_limit(tmp_path: Path) -> No
     gains, costs = [return_gain(r) for r in runs], [late_cost(r) for r in runs]
     assert mean(gains) >= MIN_RETURN_GAIN, f"return gain per seed {gains}"
     assert mean(costs) <= MAX_COST_FACTOR * COST_LIMIT, f"last-epoch cost per seed {costs}"
-    assert all(max(r["rollback_frac"]) < 1.0 for r in runs), "every step rolled back: the policy never moved"
+    assert all(max(r["guard/rollback_frac"]) < 1.0 for r in runs), \
+        "every step rolled back: the policy never moved"
 
 
 @pytest.mark.slow
@@ -78,4 +79,4 @@ def test_a_reversed_cost_direction_fails_the_cost_check(tmp_path: Path, monkeypa
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
     run = learn(tmp_path / "run", SEEDS[0], f"registry_paths=[{tmp_path / 'catalogue'}]",
                 "blender.name=cost_ascending")
-    assert late_cost(run) > MAX_COST_FACTOR * COST_LIMIT, run["ep_cost"]
+    assert late_cost(run) > MAX_COST_FACTOR * COST_LIMIT, run["episode/cost"]

@@ -51,7 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def metric_at(run: Path, step: float, key: str) -> float:
     with open(run / "metrics.csv") as f:
-        return next(float(r[key]) for r in csv.DictReader(f) if float(r["env_steps"]) == step)
+        return next(float(r[key]) for r in csv.DictReader(f) if float(r["time/env_steps"]) == step)
 
 
 @pytest.mark.slow
@@ -75,9 +75,9 @@ def test_two_seeds_of_one_algorithm_are_one_group(runs: Path) -> None:
 @pytest.mark.slow
 def test_group_curve_is_the_mean_of_the_seeds(runs: Path) -> None:
     members = load_runs([runs / "s0", runs / "s1"])
-    grid, mean, low, high = plot.aggregate(members, "ep_ret")
+    grid, mean, low, high = plot.aggregate(members, "episode/return")
     assert grid[0] == 250.0 and grid[-1] == 500.0 and len(grid) == plot.GRID_POINTS
-    values = [metric_at(runs / s, 500.0, "ep_ret") for s in ("s0", "s1")]
+    values = [metric_at(runs / s, 500.0, "episode/return") for s in ("s0", "s1")]
     assert mean[-1] == pytest.approx(np.mean(values))
     assert low[-1] == pytest.approx(min(values)) and high[-1] == pytest.approx(max(values))
 
@@ -99,15 +99,15 @@ def test_cli_writes_a_png_of_the_expected_size(runs: Path, tmp_path: Path, capsy
 def test_aggregate_interpolates_on_the_shared_steps() -> None:
     def run(steps: list[float], ret: list[float], seed: int):
         cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": seed, "cost_limit": 5.0}
-        metrics = {"ep_ret": np.array(ret), "ep_cost": np.array(ret) * 0}
+        metrics = {"episode/return": np.array(ret), "episode/cost": np.array(ret) * 0}
         return Run(Path("."), cfg, np.array(steps), metrics)
 
     a = run([0, 100, 200], [0.0, 10.0, 20.0], 0)
     b = run([50, 150, 250], [5.0, 5.0, np.nan], 1)  # a NaN row is skipped, not spread
-    grid, mean, low, high = plot.aggregate([a, b], "ep_ret")
+    grid, mean, low, high = plot.aggregate([a, b], "episode/return")
     assert grid[0] == 50 and grid[-1] == 150  # only the steps both runs cover
     assert mean[0] == pytest.approx((5.0 + 5.0) / 2) and mean[-1] == pytest.approx((15.0 + 5.0) / 2)
-    _, _, lo_std, hi_std = plot.aggregate([a, b], "ep_ret", band="std")
+    _, _, lo_std, hi_std = plot.aggregate([a, b], "episode/return", band="std")
     assert hi_std[-1] - lo_std[-1] == pytest.approx(2 * 5.0)
     assert low[-1] == 5.0 and high[-1] == 15.0
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kfcpo.cli import EXIT_CONFIG, main
+from kfcpo.metrics_schema import EPOCH_COLUMN, LIGHTNING_STEP_COLUMN, SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = str(ROOT / "conf" / "goal.yaml")
@@ -32,6 +33,8 @@ def fit(tmp_path: Path, *overrides: str) -> tuple[list[dict[str, str]], dict]:
     assert main(["fit", "--config", GOAL, *TINY, *overrides, f"out_dir={out}"]) == 0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
+    # Every column is a key of the metrics schema (or one Lightning's CSV logger adds).
+    assert set(rows[0]) - {EPOCH_COLUMN, LIGHTNING_STEP_COLUMN} <= set(SCHEMA), set(rows[0]) - set(SCHEMA)
     return rows, yaml.safe_load((out / "config.yaml").read_text())
 
 
@@ -49,18 +52,18 @@ def test_preset_trains_end_to_end(tmp_path: Path, algorithm: str, parts: tuple[s
     rows, cfg = fit(tmp_path, f"algorithm={algorithm}")
     assert (cfg["preconditioner"]["name"], cfg["blender"]["name"], cfg["guard"]["name"]) == parts
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    kls = [float(r["kl"]) for r in rows]
+    kls = [float(r["policy/kl"]) for r in rows]
     assert all(math.isfinite(k) for k in kls) and max(kls) > 0  # the policy moved, finitely
     if parts[2] == "line_search":
         assert max(kls) <= LINE_SEARCH_KL  # one full-batch step, its KL checked on that batch
-        assert all(float(r["policy_steps"]) == 1.0 for r in rows)
+        assert all(float(r["update/policy_steps"]) == 1.0 for r in rows)
 
 
 def test_cpo_with_kfac_curvature(tmp_path: Path) -> None:
     rows, cfg = fit(tmp_path, "algorithm=cpo", "preconditioner.name=kfac")
     assert cfg["preconditioner"]["name"] == "kfac" and cfg["blender"]["name"] == "cpo"
-    assert "kfac_refreshes" in rows[0] and "cpo_case" in rows[0]
-    assert all(float(r["kl"]) <= LINE_SEARCH_KL for r in rows)
+    assert "precond/kfac_refreshes" in rows[0] and "blend/cpo_case" in rows[0]
+    assert all(float(r["policy/kl"]) <= LINE_SEARCH_KL for r in rows)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +110,8 @@ def test_ppo_lag_learning_rate_decays_linearly_over_the_budget(tmp_path: Path) -
     rows, cfg = fit(tmp_path, "algorithm=ppo_lag", "total_steps=800")
     assert cfg["preconditioner"]["lr_decay"] == "linear"
     lr0 = cfg["preconditioner"]["lr"]
-    assert [float(r["lr"]) for r in rows] == pytest.approx([lr0 * (1 - k / 4) for k in range(4)], rel=1e-6)
+    decayed = [lr0 * (1 - k / 4) for k in range(4)]
+    assert [float(r["precond/lr"]) for r in rows] == pytest.approx(decayed, rel=1e-6)
 
 
 def test_kfcpo_paper_preset_is_the_literal_reading(tmp_path: Path) -> None:
@@ -117,5 +121,5 @@ def test_kfcpo_paper_preset_is_the_literal_reading(tmp_path: Path) -> None:
     assert cfg["minibatch_size"] == 128
     assert cfg["guard"] == {"name": "kl_rollback", "target_kl": 0.01, "epoch_kl": 0.0}
     assert cfg["preconditioner"]["quad_mode"] == "kfac" and cfg["blender"]["to_boundary"] is False
-    assert all(0.0 <= float(r["rollback_frac"]) <= 1.0 for r in rows)
-    assert all(float(r["policy_steps"]) > 1 for r in rows)
+    assert all(0.0 <= float(r["guard/rollback_frac"]) <= 1.0 for r in rows)
+    assert all(float(r["update/policy_steps"]) > 1 for r in rows)

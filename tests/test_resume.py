@@ -44,7 +44,7 @@ BASE = [
     "checkpoint.every_n_epochs=2",  # epoch0001.ckpt, epoch0003.ckpt and last.ckpt
 ]
 # Wall-clock columns; every other column must match exactly.
-TIMING = {"steps_per_s", "rollout_s", "update_s", "critic_s"}
+TIMING = {"time/steps_per_s", "time/rollout_s", "time/update_s", "time/critic_s"}
 # PPO-Lag's learning rate decays linearly over total_steps, which the stopped-run test
 # changes (it stops a run by a smaller budget): the decay is off here; it is a function of
 # the checkpointed update count alone (tests/test_presets.py checks it).
@@ -133,7 +133,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 def test_stopped_and_resumed_run_equals_uninterrupted(case: str, straight, tmp_path: Path) -> None:
     ref = straight(case)
     if case == KILL_CASE:
-        assert any(float(r["episodes"]) > 0 for r in metrics(ref)[EPOCHS // 2 :]), "no episode ended"
+        assert any(float(r["episode/count"]) > 0 for r in metrics(ref)[EPOCHS // 2 :]), "no episode ended"
     run = tmp_path / "run"
     assert main(fit_args(case, EPOCHS // 2, f"out_dir={run}")) == 0
     assert len(metrics(run)) == EPOCHS // 2

@@ -26,7 +26,8 @@ class ContinuedCSVLogger(CSVLogger):
     rows of later epochs (logged before a crash, after the checkpoint) are dropped, since
     the resumed run logs those epochs again. Between the delete and the write-back the
     rows live in `metrics.csv.kept`, so a run killed in that instant loses none: the next
-    resume reads them from there.
+    resume reads them from there. The kept rows are read under kfcpo.metrics_schema's keys,
+    so an older run folder (bare column names) continues under the schema's names.
     """
 
     def __init__(self, save_dir: str, keep_through_epoch: int) -> None:
@@ -34,7 +35,9 @@ class ContinuedCSVLogger(CSVLogger):
         path = Path(save_dir) / METRICS_FILE
         self._kept = path.with_name(path.name + KEPT_SUFFIX)
         header, rows = read_table(self._kept if self._kept.is_file() else path)
-        self._header, self._rows = header, rows_through_epoch(rows, keep_through_epoch)
+        # Sorted as Lightning's writer keeps its columns (it writes each new row in that
+        # order): an older run's columns, renamed to the schema's keys, are not any more.
+        self._header, self._rows = sorted(header), rows_through_epoch(rows, keep_through_epoch)
 
     @property
     @rank_zero_experiment  # other ranks get Lightning's dummy and write nothing

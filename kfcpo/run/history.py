@@ -17,11 +17,10 @@ import numpy as np
 import yaml
 
 from kfcpo.config import ConfigError
+from kfcpo.metrics_schema import CURVE_METRICS
 from kfcpo.run.layout import CONFIG_FILE, METRICS_FILE
 from kfcpo.run.metrics import STEP_COLUMN, cell_value, read_rows
 
-# Always read, even when a run never logged them (a column of NaN then).
-CURVE_METRICS = (("ep_ret", "episode return"), ("ep_cost", "episode cost"))
 RUN_DIR_VALID = f"a run folder ({CONFIG_FILE} + {METRICS_FILE}) or a folder above run folders"
 
 

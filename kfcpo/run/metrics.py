@@ -1,6 +1,10 @@
 """Reading a run's `metrics.csv`: one row per epoch, written by Lightning's CSV logger
 (kfcpo.run.csv_logger continues it on resume), read back by the benchmark and the plots.
 
+Columns are read under kfcpo.metrics_schema's keys: a run folder of an older kfcpo, whose
+columns are the bare names (`ep_ret`, `jc`, `w_c`), reads as if written now, and a resumed
+one continues its metrics.csv under the schema's keys.
+
 Standard library only, so it costs nothing to import.
 """
 
@@ -12,11 +16,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from kfcpo.metrics_schema import EPOCH_COLUMN, STEP_KEY, canonical_header, canonical_row
 from kfcpo.run.atomic import write_atomic
 from kfcpo.run.layout import METRICS_FILE
 
-EPOCH_COLUMN = "epoch"
-STEP_COLUMN = "env_steps"
+STEP_COLUMN = STEP_KEY
 # Where `kfcpo benchmark` of an older kfcpo kept a run's rows while resuming it; the
 # resumed fit continues metrics.csv itself now, but a folder may still hold one.
 PRIOR_METRICS_FILE = "metrics.prior.csv"
@@ -25,13 +29,14 @@ Row = dict[str, str]
 
 
 def read_table(path: Path) -> tuple[list[str], list[Row]]:
-    """The header and rows of a metrics.csv (none of either if the file does not exist)."""
+    """The header and rows of a metrics.csv (none of either if the file does not exist),
+    columns under the schema's keys (an older run folder's bare names mapped)."""
     if not path.is_file():
         return [], []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+        rows = [canonical_row(r) for r in reader]
+        return canonical_header(list(reader.fieldnames or [])), rows
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -61,7 +66,7 @@ def cell_value(text: str | None) -> float:
 
 
 def reached_steps(run_dir: Path) -> float:
-    """The largest env_steps in the run's metrics.csv (0 without one)."""
+    """The largest env-step count in the run's metrics.csv (0 without one)."""
     steps = [float(r[STEP_COLUMN]) for r in read_rows(run_dir / METRICS_FILE) if r.get(STEP_COLUMN)]
     return max(steps, default=0.0)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kfcpo.config.validate import check_folder_path
+from kfcpo.metrics_schema import BLEND_W_C, EPISODE_COST, EPISODE_RETURN, GUARD_ROLLBACK_FRAC
 from kfcpo.run.history import Run
 from kfcpo.tools.ablate_spec import AblationSpec, check_variant_names, load_spec
 from kfcpo.tools.benchmark import run_spec
@@ -30,7 +31,7 @@ from kfcpo.tools.results import FINAL_FRACTION, NO_VALUE, complete_runs, final_v
 PROG = "kfcpo ablate"
 REPORT_FILE = "ablations.md"
 # Per-epoch diagnostics reported beside return and cost: mean over all epochs of a run.
-DIAGNOSTICS = ("rollback_frac", "w_c")
+DIAGNOSTICS = (GUARD_ROLLBACK_FRAC, BLEND_W_C)
 HEADER = ("variant", "what changes", "final return", "final cost", "return, 2nd half", "cost, 2nd half",
           "seeds", "rollback rate", "w_c")
 # Per-epoch costs swing by tens between epochs, and "final" at 200k steps is one epoch: the
@@ -79,9 +80,9 @@ def row(spec: AblationSpec, name: str, runs: list[Run]) -> tuple[str, ...]:
     what = spec.variants[name].what
     if not runs:
         return (name, what, *[NO_VALUE] * 4, "0", NO_VALUE, NO_VALUE)
-    returns = [final_value(r, "ep_ret") for r in runs]
-    costs = [final_value(r, "ep_cost") for r in runs]
-    halves = [mean_std([second_half(r, m) for r in runs]) for m in ("ep_ret", "ep_cost")]
+    returns = [final_value(r, EPISODE_RETURN) for r in runs]
+    costs = [final_value(r, EPISODE_COST) for r in runs]
+    halves = [mean_std([second_half(r, m) for r in runs]) for m in (EPISODE_RETURN, EPISODE_COST)]
     diags = []
     for metric in DIAGNOSTICS:
         values = [mean_over_epochs(r, metric) for r in runs]

@@ -23,6 +23,7 @@ from matplotlib.ticker import EngFormatter
 
 from kfcpo.config import ConfigError
 from kfcpo.config.validate import check_file_path
+from kfcpo.metrics_schema import EPISODE_COST
 from kfcpo.run.history import CURVE_METRICS, Run, cost_limits, group_runs, load_runs
 from kfcpo.tools.commands import PLOT_BANDS
 
@@ -83,7 +84,7 @@ def _draw_panel(ax: plt.Axes, env: str, metric: str, name: str, by_label: dict[s
                 label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
         if seeds > 1:
             ax.fill_between(grid, low, high, color=colors[label], alpha=BAND_ALPHA, linewidth=0)
-    if metric == "ep_cost":
+    if metric == EPISODE_COST:
         members = [r for rs in by_label.values() for r in rs]
         for limit in [cost_limit] if cost_limit is not None else cost_limits(members):
             ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"cost limit {limit:g}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kfcpo.metrics_schema import EPISODE_COST, EPISODE_RETURN
 from kfcpo.run.history import Run, cost_limits, group_runs, load_runs
 from kfcpo.tools.grid import GridSpec, RunSpec, is_complete
 from kfcpo.tools.plot import plot_runs
@@ -45,8 +46,8 @@ def table_row(env: str, algorithm: str, runs: Sequence[Run]) -> tuple[str, ...]:
     """One (env, algorithm) row: final return and cost over seeds, limit met."""
     if not runs:
         return (env, algorithm, NO_VALUE, NO_VALUE, "0", NO_VALUE)
-    returns = [final_value(r, "ep_ret") for r in runs]
-    costs = [final_value(r, "ep_cost") for r in runs]
+    returns = [final_value(r, EPISODE_RETURN) for r in runs]
+    costs = [final_value(r, EPISODE_COST) for r in runs]
     limit = min(cost_limits(runs), default=math.nan)  # the strictest, should seeds differ
     met = f"yes (≤ {limit:g})" if np.mean(costs) <= limit else f"no (> {limit:g})"
     return (env, algorithm, mean_std(returns), mean_std(costs), str(len(runs)), met)

@@ -28,13 +28,14 @@ from kfcpo.config import ConfigError, load_config
 from kfcpo.data.batch import Rollout
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import make_vector_env
+from kfcpo.metrics_schema import GUARD_COMMITTED_FRAC, UPDATE_POLICY_STEPS
 from kfcpo.module import SafeRLModule
 from kfcpo.registry import Catalogue
 from kfcpo.update import critic_update, policy_update
 
 BASELINE = "kfcpo"
 # Metrics echoed per row: how much policy work the epoch did.
-WORK_KEYS = ("policy_steps", "committed_frac")
+WORK_KEYS = (UPDATE_POLICY_STEPS, GUARD_COMMITTED_FRAC)
 
 
 @dataclass
@@ -131,8 +132,8 @@ def print_table(timings: dict[str, Timing], rollout: Rollout, rollout_s: list[fl
     for row, t in timings.items():
         print(f"| {row} | {med(t.policy_s):.2f} | {med(t.critic_s):.2f} | {t.total:.2f} | "
               f"{t.total / med(rollout_s):.2f} | {t.total / base:.2f}x | "
-              f"{med(t.policy_s) / base_policy:.1f}x | {t.work['policy_steps']:.0f} | "
-              f"{t.work['committed_frac']:.2f} |")
+              f"{med(t.policy_s) / base_policy:.1f}x | {t.work[UPDATE_POLICY_STEPS]:.0f} | "
+              f"{t.work[GUARD_COMMITTED_FRAC]:.2f} |")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from kfcpo.config.validate import check_file_path
 from kfcpo.envs import make_vector_env
 from kfcpo.envs.layout import resolve_workers
 from kfcpo.envs.pool import PoolVectorEnv
+from kfcpo.metrics_schema import TIME_CRITIC_S, TIME_ROLLOUT_S, TIME_UPDATE_S
 from kfcpo.module import SafeRLModule
 from kfcpo.tools.bench.cpu_meter import CpuMeter, Window
 from kfcpo.tools.bench.throughput_table import Results, machine, render, write
@@ -161,8 +162,8 @@ class EpochMeter(pl.Callback):
         """Close the epoch's window; keep the module's own update and rollout seconds."""
         self.epoch.append(self._epoch_meter.stop())
         metrics = trainer.callback_metrics
-        self.update_s.append(float(metrics["update_s"]) + float(metrics.get("critic_s", 0.0)))
-        self.rollout_s.append(float(metrics.get("rollout_s", float("nan"))))
+        self.update_s.append(float(metrics[TIME_UPDATE_S]) + float(metrics.get(TIME_CRITIC_S, 0.0)))
+        self.rollout_s.append(float(metrics.get(TIME_ROLLOUT_S, float("nan"))))
 
 
 def fit_overrides(
