@@ -21,31 +21,31 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kfcpo.blend.base import Blender
+from kfcpo.blender.base import Blender
 from kfcpo.guard.base import Guard
-from kfcpo.metrics_schema import BLEND, GUARD, PRECOND, namespaced
+from kfcpo.metrics_schema import BLENDER, GUARD, PRECONDITIONER, namespaced
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
-from kfcpo.registry import Catalogue, default_roots, split_section
+from kfcpo.preconditioner.base import Preconditioner
+from kfcpo.registry import Registry, default_roots, split_section
 
-# The one family whose components are built on the policy they precondition.
-PRECONDITIONER = "preconditioner"
+# PRECONDITIONER (a family's name and its metrics namespace): the one family whose components
+# are built on the policy they precondition.
 # Checkpoint keys of the components' state (checkpoint format 2; the guard has none).
 PRECOND_KEY, BLENDER_KEY = "precond", "blender"
 
 Section = Mapping[str, Any] | DictConfig
 
 
-def catalogue_for(cfg: DictConfig) -> Catalogue:
-    """The catalogue a config names: the built-in one, KFCPO_REGISTRY, `registry_paths`."""
-    return Catalogue(default_roots(list(cfg.registry_paths)))
+def registry_for(cfg: DictConfig) -> Registry:
+    """The registry a config names: the built-in one, KFCPO_REGISTRY, `registry_paths`."""
+    return Registry(default_roots(list(cfg.registry_paths)))
 
 
 def build_component(
-    catalogue: Catalogue, family: str, section: Section, actor: GaussianActor | None = None
+    registry: Registry, family: str, section: Section, actor: GaussianActor | None = None
 ) -> Any:
     """One component from its config section ({"name": ..., parameter: value, ...}): the
-    catalogue entry's defaults updated with the section's parameters. A preconditioner is
+    registry entry's defaults updated with the section's parameters. A preconditioner is
     built on `actor`; the other families take no positional argument.
 
     Raises RegistryError for an unknown name, TypeError or ValueError for parameters the
@@ -55,7 +55,7 @@ def build_component(
     if name is None:
         raise ValueError(f"{family}: the section has no 'name'")
     args = (actor,) if family == PRECONDITIONER else ()
-    return catalogue.build(family, name, params, *args)
+    return registry.build(family, name, params, *args)
 
 
 @dataclass
@@ -76,17 +76,17 @@ class Algorithm:
 
     @classmethod
     def from_config(
-        cls, cfg: DictConfig, actor: GaussianActor, catalogue: Catalogue | None = None
+        cls, cfg: DictConfig, actor: GaussianActor, registry: Registry | None = None
     ) -> Algorithm:
         """The composition of a validated config, its preconditioner on `actor`.
 
         Args:
-            catalogue: the one the config was composed and validated with (default: the
-                catalogue the config names, read again).
+            registry: the one the config was composed and validated with (default: the
+                registry the config names, read again).
         """
         return cls.from_sections(
             actor, cfg.preconditioner, cfg.blender, cfg.guard,
-            catalogue=catalogue if catalogue is not None else catalogue_for(cfg),
+            registry=registry if registry is not None else registry_for(cfg),
         )
 
     @classmethod
@@ -96,17 +96,17 @@ class Algorithm:
         preconditioner: Section,
         blender: Section,
         guard: Section,
-        catalogue: Catalogue | None = None,
+        registry: Registry | None = None,
     ) -> Algorithm:
         """A composition from three sections shaped like the config's, e.g.
         `from_sections(actor, {"name": "kfac", "decay": 0.0}, {"name": "margin"},
-        {"name": "kl_rollback", "target_kl": 0.01})`; unset parameters take the catalogue's
-        defaults (default catalogue: the built-in one and KFCPO_REGISTRY)."""
-        catalogue = catalogue if catalogue is not None else Catalogue()
+        {"name": "kl_rollback", "target_kl": 0.01})`; unset parameters take the registry's
+        defaults (default registry: the built-in one and KFCPO_REGISTRY)."""
+        registry = registry if registry is not None else Registry()
         return cls(
-            build_component(catalogue, PRECONDITIONER, preconditioner, actor),
-            build_component(catalogue, "blender", blender),
-            build_component(catalogue, "guard", guard),
+            build_component(registry, PRECONDITIONER, preconditioner, actor),
+            build_component(registry, "blender", blender),
+            build_component(registry, "guard", guard),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -122,9 +122,9 @@ class Algorithm:
     def metrics(self) -> dict[str, float]:
         """The three components' metrics since the previous call, each reset (module
         docstring); preconditioner first, then blender, then guard, each under its
-        family's namespace of kfcpo.metrics_schema (`precond/`, `blend/`, `guard/`)."""
+        family's namespace of kfcpo.metrics_schema (`preconditioner/`, `blender/`, `guard/`)."""
         return {
-            **namespaced(PRECOND, self.precond.metrics()),
-            **namespaced(BLEND, self.blender.metrics()),
+            **namespaced(PRECONDITIONER, self.precond.metrics()),
+            **namespaced(BLENDER, self.blender.metrics()),
             **namespaced(GUARD, self.guard.metrics()),
         }

@@ -13,7 +13,7 @@ from typing import NoReturn
 from omegaconf import OmegaConf
 
 from kfcpo.config import ConfigError, load_config
-from kfcpo.registry import FAMILIES, Catalogue, RegistryError, default_roots
+from kfcpo.registry import FAMILIES, Registry, RegistryError, default_roots
 from kfcpo.tools.commands import add_tool_commands, split_overrides
 
 EXIT_CONFIG = 2
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: onnx for an -o ending in .onnx, torchscript otherwise")
     ex.add_argument("--stochastic", action="store_true",
                     help="sample the action (mean + std * noise) instead of the mean")
-    reg = sub.add_parser("registry", help="list the component catalogue")
+    reg = sub.add_parser("registry", help="list the component registry")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     add_tool_commands(sub)
     return parser
@@ -91,11 +91,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _print_registry(family: str | None) -> None:
-    catalogue = Catalogue(default_roots())
+    registry = Registry(default_roots())
     for fam in [family] if family else FAMILIES:
         print(f"{fam}:")
-        for name in catalogue.names(fam):
-            entry = catalogue.get(fam, name)
+        for name in registry.names(fam):
+            entry = registry.get(fam, name)
             print(f"  {name:<14} {entry.description}")
             if entry.params:
                 defaults = ", ".join(f"{k}={v}" for k, v in entry.params.items())
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "export":
             return _export(args)
-        cfg, catalogue = load_config(args.config, args.overrides)
+        cfg, registry = load_config(args.config, args.overrides)
         if args.print_config:
             print(OmegaConf.to_yaml(cfg), end="")
             return 0
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from kfcpo.train import fit  # heavy imports only when training
 
-        out_dir = fit(cfg, catalogue)  # the catalogue it was validated with builds the run
+        out_dir = fit(cfg, registry)  # the registry it was validated with builds the run
         rank_zero_only(print)(f"run folder: {out_dir}")
         return 0
     except (ConfigError, RegistryError) as err:

@@ -6,7 +6,7 @@ namespaced key `<namespace>/<name>`, the way RL loggers group them:
 * `episode/`: the episodes that finished this epoch, and the cost estimate Jc;
 * `time/`: wall-clock timings, throughput and the env-step counter;
 * `policy/`, `update/`, `critic/`: the update's own values;
-* `precond/`, `blend/`, `guard/`: the components' diagnostics. A component returns its
+* `preconditioner/`, `blender/`, `guard/`: the components' diagnostics. A component returns its
   own names (`w_c`, `rollback_frac`) from `metrics()`; `kfcpo.algorithm` puts them under
   its family's namespace (`namespaced`), so every key it can return is declared here.
 
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 EPISODE, TIME, POLICY, UPDATE, CRITIC = "episode", "time", "policy", "update", "critic"
-PRECOND, BLEND, GUARD = "precond", "blend", "guard"
-NAMESPACES = (EPISODE, TIME, POLICY, UPDATE, CRITIC, PRECOND, BLEND, GUARD)
+PRECONDITIONER, BLENDER, GUARD = "preconditioner", "blender", "guard"
+NAMESPACES = (EPISODE, TIME, POLICY, UPDATE, CRITIC, PRECONDITIONER, BLENDER, GUARD)
 SEPARATOR = "/"
 
 
@@ -87,30 +87,31 @@ UPDATE_NONFINITE_STEPS = _declare(UPDATE, "nonfinite_steps", "policy steps skipp
 CRITIC_LOSS = _declare(CRITIC, "loss", "mean loss of the critics' regression (reward + cost, with L2)",
                        "value^2", "critic_loss")
 
-# ----------------------------------------------------------------- precond/ (components)
-_declare(PRECOND, "lr", "Adam's learning rate now (identity)", "1")
-_declare(PRECOND, "kfac_skipped", "K-FAC updates refused for non-finite statistics or a failed "
+# ------------------------------------------------------- preconditioner/ (components)
+_declare(PRECONDITIONER, "lr", "Adam's learning rate now (identity)", "1")
+_declare(PRECONDITIONER, "kfac_skipped", "K-FAC updates refused for non-finite statistics or a failed "
          "eigendecomposition", "count")
-_declare(PRECOND, "kfac_refreshes", "K-FAC factor refreshes this epoch", "count")
-_declare(PRECOND, "kfac_inversions", "K-FAC eigendecompositions this epoch", "count")
-_declare(PRECOND, "cg_iters", "mean conjugate-gradient iterations per solve", "iterations")
-_declare(PRECOND, "cg_residual", "mean final residual norm of a CG solve", "1")
-_declare(PRECOND, "cg_solves", "CG solves this epoch", "count")
+_declare(PRECONDITIONER, "kfac_refreshes", "K-FAC factor refreshes this epoch", "count")
+_declare(PRECONDITIONER, "kfac_inversions", "K-FAC eigendecompositions this epoch", "count")
+_declare(PRECONDITIONER, "cg_iters", "mean conjugate-gradient iterations per solve", "iterations")
+_declare(PRECONDITIONER, "cg_residual", "mean final residual norm of a CG solve", "1")
+_declare(PRECONDITIONER, "cg_solves", "CG solves this epoch", "count")
 
-# ------------------------------------------------------------------- blend/ (components)
-BLEND_W_C = _declare(BLEND, "w_c", "mean share of the step spent on the cost direction (margin)", "1")
-_declare(BLEND, "nu", "mean trust-region scale of the step (margin; lagrangian with trust_region)", "1")
-_declare(BLEND, "projected_frac", "fraction of steps whose directions were projected (margin)", "1")
-_declare(BLEND, "cos_rc", "mean cosine of the reward and cost directions (margin)", "1")
-_declare(BLEND, "lagrange", "the Lagrange multiplier now (lagrangian)", "1")
-_declare(BLEND, "cpo_case", "mean CPO case number (0-4, Achiam et al. 2017's cases)", "case")
-_declare(BLEND, "cpo_lambda", "mean CPO dual variable lambda", "1")
-_declare(BLEND, "cpo_nu", "mean CPO dual variable nu", "1")
-_declare(BLEND, "pcpo_projected_frac", "fraction of PCPO steps projected onto the cost set", "1")
-_declare(BLEND, "pcpo_shift", "mean length of the PCPO projection's shift (0 when none)", "1")
-_declare(BLEND, "pcpo_rescale", "mean length factor of PCPO's `rescale` (1 when none)", "1")
-_declare(BLEND, "penalty_active_frac", "fraction of minibatches where the cost penalty was active", "1")
-_declare(BLEND, "cost_surrogate", "mean cost surrogate (pessimistic PPO clip) of the penalty blender", "cost")
+# -------------------------------------------------------------- blender/ (components)
+BLENDER_W_C = _declare(BLENDER, "w_c", "mean share of the step spent on the cost direction (margin)", "1")
+_declare(BLENDER, "nu", "mean trust-region scale of the step (margin; lagrangian with trust_region)", "1")
+_declare(BLENDER, "projected_frac", "fraction of steps whose directions were projected (margin)", "1")
+_declare(BLENDER, "cos_rc", "mean cosine of the reward and cost directions (margin)", "1")
+_declare(BLENDER, "lagrange", "the Lagrange multiplier now (lagrangian)", "1")
+_declare(BLENDER, "cpo_case", "mean CPO case number (0-4, Achiam et al. 2017's cases)", "case")
+_declare(BLENDER, "cpo_lambda", "mean CPO dual variable lambda", "1")
+_declare(BLENDER, "cpo_nu", "mean CPO dual variable nu", "1")
+_declare(BLENDER, "pcpo_projected_frac", "fraction of PCPO steps projected onto the cost set", "1")
+_declare(BLENDER, "pcpo_shift", "mean length of the PCPO projection's shift (0 when none)", "1")
+_declare(BLENDER, "pcpo_rescale", "mean length factor of PCPO's `rescale` (1 when none)", "1")
+_declare(BLENDER, "penalty_active_frac", "fraction of minibatches where the cost penalty was active", "1")
+_declare(BLENDER, "cost_surrogate", "mean cost surrogate (pessimistic PPO clip) of the penalty blender",
+         "cost")
 
 # ------------------------------------------------------------ guard/ (update, components)
 GUARD_COMMITTED_FRAC = _declare(GUARD, "committed_frac", "fraction of proposed policy steps the guard "

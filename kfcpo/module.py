@@ -33,7 +33,7 @@ from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import Critics, GaussianActor
-from kfcpo.registry import Catalogue
+from kfcpo.registry import Registry
 from kfcpo.run.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.run.encoding import numpy_state_from_tensors, numpy_state_to_tensors
 from kfcpo.update import UpdateConfig, critic_update, policy_update
@@ -74,11 +74,11 @@ class SafeRLModule(pl.LightningModule):
 
     Args:
         cfg: a validated config (kfcpo.config.load_config).
-        catalogue: the catalogue the config was validated with (default: read again from
+        registry: the registry the config was validated with (default: read again from
             the config's `registry_paths`).
     """
 
-    def __init__(self, cfg: DictConfig, catalogue: Catalogue | None = None) -> None:
+    def __init__(self, cfg: DictConfig, registry: Registry | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
@@ -88,7 +88,7 @@ class SafeRLModule(pl.LightningModule):
         with _seeded_init(int(cfg.seed)):
             self.actor = GaussianActor(obs_dim, act_dim, hidden, act, cfg.model.init_log_std)
             self.critics = Critics(obs_dim, hidden, act)
-            self.algorithm = Algorithm.from_config(cfg, self.actor, catalogue)
+            self.algorithm = Algorithm.from_config(cfg, self.actor, registry)
         self.normalizer = ObsNormalizer((obs_dim,), enabled=cfg.env.normalize_obs, clip=cfg.env.obs_clip)
         self.update_cfg = UpdateConfig.from_config(cfg)
         self.env_steps = 0

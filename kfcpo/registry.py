@@ -1,6 +1,6 @@
-"""The component catalogue: YAML files under one folder per family, read at run time.
+"""The component registry: YAML files under one folder per family, read at run time.
 
-The code never lists component names: `kfcpo/catalogue` (the repository's `registry/`)
+The code never lists component names: `kfcpo/registry_files` (the repository's `registry/`)
 is the single source, and users add components by adding files there or in extra
 folders (`registry_paths` in a config, or the KFCPO_REGISTRY environment variable,
 os.pathsep-separated). A later folder's file overrides an earlier one of the same name.
@@ -25,7 +25,7 @@ REGISTRY_ENV = "KFCPO_REGISTRY"
 
 
 class RegistryError(ValueError):
-    """A name or a file the catalogue cannot resolve (one-line message)."""
+    """A name or a file the registry cannot resolve (one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Exclusion:
 
 @dataclass
 class Entry:
-    """One catalogue file: a component (its class `target`, default `params`, `traits` and
+    """One registry file: a component (its class `target`, default `params`, `traits` and
     `excludes`) or an algorithm preset (`config`, a partial experiment config)."""
 
     family: str
@@ -65,12 +65,12 @@ class Entry:
 
 
 def builtin_root() -> Path:
-    """The catalogue shipped with kfcpo (the repository's `registry/`)."""
-    return Path(str(resources.files("kfcpo.catalogue")))
+    """The registry shipped with kfcpo (the repository's `registry/`)."""
+    return Path(str(resources.files("kfcpo.registry_files")))
 
 
 def default_roots(extra: list[str] | None = None) -> list[Path]:
-    """The catalogue folders in the order they are read (a later file overrides an
+    """The registry folders in the order they are read (a later file overrides an
     earlier one): the built-in one, KFCPO_REGISTRY's, then `extra` (`registry_paths`)."""
     env = [p for p in os.environ.get(REGISTRY_ENV, "").split(os.pathsep) if p]
     return [builtin_root(), *(Path(p) for p in [*env, *(extra or [])])]
@@ -121,8 +121,8 @@ def _read_entry(family: str, path: Path) -> Entry:
     )
 
 
-class Catalogue:
-    """Every catalogue entry, by family and name, read from `roots` (default:
+class Registry:
+    """Every registry entry, by family and name, read from `roots` (default:
     `default_roots()`) once, when constructed.
 
     `get` finds an entry (RegistryError naming the valid names otherwise), `build`
@@ -156,7 +156,7 @@ class Catalogue:
             ) from None
 
     def build(self, family: str, name: str, params: dict[str, Any], *args: Any) -> Any:
-        """Instantiate a component: positional `args` first, then its catalogue defaults
+        """Instantiate a component: positional `args` first, then its registry defaults
         updated with `params`."""
         entry = self.get(family, name)
         return entry.load_class()(*args, **{**entry.params, **params})
@@ -171,7 +171,7 @@ def split_section(section: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
 
 
 def check_signature(entry: Entry) -> list[str]:
-    """Parameters of a catalogue entry that its class does not accept (for tests/tools)."""
+    """Parameters of a registry entry that its class does not accept (for tests/tools)."""
     sig = inspect.signature(entry.load_class())
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return []

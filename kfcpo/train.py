@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
-from kfcpo.registry import Catalogue
+from kfcpo.registry import Registry
 from kfcpo.run.checkpoint import resume_point
 from kfcpo.run.checkpoint_io import AtomicCheckpointIO, RecordVersion, checkpoint_callbacks
 from kfcpo.run.csv_logger import csv_logger
@@ -122,10 +122,10 @@ def build_trainer(cfg: DictConfig, out_dir: Path, resumed_epoch: int | None = No
     )
 
 
-def fit(cfg: DictConfig, catalogue: Catalogue | None = None) -> Path:
+def fit(cfg: DictConfig, registry: Registry | None = None) -> Path:
     """Train; returns the run folder (config.yaml, metrics.csv, checkpoints/).
 
-    `catalogue`: the one `cfg` was validated with (kfcpo.config.load_config returns it);
+    `registry`: the one `cfg` was validated with (kfcpo.config.load_config returns it);
     default: read again from the config's `registry_paths`.
 
     `resume` is a checkpoint file, or a run folder: then its newest readable checkpoint,
@@ -139,7 +139,7 @@ def fit(cfg: DictConfig, catalogue: Catalogue | None = None) -> Path:
     check_out_dir(out_dir, resume.run_dir if resume else None)
     with made_run_folder(out_dir):
         write_run_config(cfg, out_dir / CONFIG_FILE)
-        module = SafeRLModule(cfg, catalogue)
+        module = SafeRLModule(cfg, registry)
         trainer = build_trainer(cfg, out_dir, resume.epoch if resume else None)
     with quiet_lightning(out_dir):
         trainer.fit(module, ckpt_path=resume.checkpoint if resume else None)

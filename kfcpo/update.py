@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from kfcpo.algorithm import Algorithm
-from kfcpo.blend.base import Directions
+from kfcpo.blender.base import Directions
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_mean_each
 from kfcpo.flat import flat_grad, params_of

@@ -1,1 +1,1 @@
-"""The component catalogue (data only): one YAML per component, a folder per family."""
+"""The component registry (data only): one YAML per component, a folder per family."""

@@ -1,14 +1,14 @@
-"""Broken registry components for negative controls (loaded through an extra catalogue
+"""Broken registry components for negative controls (loaded through an extra registry
 folder, the way users add their own components): one that fails on one rank (the DDP
 failure test), one whose cost direction is reversed (the learning test)."""
 
 import torch
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.margin import MarginBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.margin import MarginBlender
 from kfcpo.dist import world_size
-from kfcpo.precond.base import Preconditioner
-from kfcpo.precond.identity import Identity
+from kfcpo.preconditioner.base import Preconditioner
+from kfcpo.preconditioner.identity import Identity
 
 
 class FailsOnRank1(Identity):

@@ -25,8 +25,8 @@ from torch.func import functional_call, hessian, jacrev, vmap
 
 from kfcpo.flat import get_flat, params_of
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
-from kfcpo.precond.kfac import one_thread
+from kfcpo.preconditioner.base import Preconditioner
+from kfcpo.preconditioner.kfac import one_thread
 
 # Fisher information of log sigma for a univariate Gaussian.
 LOG_STD_FISHER = 2.0

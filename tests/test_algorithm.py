@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from kfcpo.algorithm import Algorithm
-from kfcpo.blend.base import Directions
-from kfcpo.blend.margin import MarginBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.margin import MarginBlender
 from kfcpo.config import load_config
 from kfcpo.guard.kl_rollback import KLRollback
 from kfcpo.models import GaussianActor
-from kfcpo.precond.kfac import KFAC
+from kfcpo.preconditioner.kfac import KFAC
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = str(ROOT / "conf" / "goal.yaml")
@@ -22,8 +22,8 @@ OBS_DIM, ACT_DIM = 4, 2
 
 
 def kfcpo_algorithm(*overrides: str) -> Algorithm:
-    cfg, catalogue = load_config(GOAL, ["algorithm=kfcpo", *overrides], check_env=False)
-    return Algorithm.from_config(cfg, GaussianActor(OBS_DIM, ACT_DIM), catalogue)
+    cfg, registry = load_config(GOAL, ["algorithm=kfcpo", *overrides], check_env=False)
+    return Algorithm.from_config(cfg, GaussianActor(OBS_DIM, ACT_DIM), registry)
 
 
 def test_from_config_builds_the_configured_components() -> None:
@@ -31,10 +31,10 @@ def test_from_config_builds_the_configured_components() -> None:
     assert isinstance(algo.precond, KFAC) and isinstance(algo.blender, MarginBlender)
     assert isinstance(algo.guard, KLRollback)
     assert algo.blender.trend == 3.0 and algo.guard.target_kl == 0.02  # the config's values
-    assert algo.precond.damping == 0.1  # the preset's, over the catalogue default
+    assert algo.precond.damping == 0.1  # the preset's, over the registry default
 
 
-def test_from_sections_takes_catalogue_defaults_for_unset_parameters() -> None:
+def test_from_sections_takes_registry_defaults_for_unset_parameters() -> None:
     actor = GaussianActor(OBS_DIM, ACT_DIM)
     algo = Algorithm.from_sections(
         actor, {"name": "cg"}, {"name": "cpo"}, {"name": "line_search", "steps": 3}
@@ -60,10 +60,10 @@ def test_metrics_are_read_and_reset() -> None:
     algo.precond.update(torch.randn(8, OBS_DIM))
     algo.blender.blend(Directions(x, x, -x, -x, 20.0, 25.0), algo.precond)
     first = algo.metrics()
-    assert first["precond/kfac_refreshes"] == 1.0 and "blend/w_c" in first
+    assert first["preconditioner/kfac_refreshes"] == 1.0 and "blender/w_c" in first
     second = algo.metrics()
     # nothing since the last call
-    assert second["precond/kfac_refreshes"] == 0.0 and "blend/w_c" not in second
+    assert second["preconditioner/kfac_refreshes"] == 0.0 and "blender/w_c" not in second
 
 
 @pytest.mark.parametrize("family", ["preconditioner", "blender", "guard"])

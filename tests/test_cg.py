@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kfcpo.flat import params_of
-from kfcpo.precond.cg import ConjugateGradient, conjugate_gradient
+from kfcpo.preconditioner.cg import ConjugateGradient, conjugate_gradient
 
 DAMPING = 0.1
 

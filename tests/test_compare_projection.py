@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from kfcpo.blend.margin import INNER_PRODUCTS
+from kfcpo.blender.margin import INNER_PRODUCTS
 from kfcpo.tools.bench import projection as compare_projection
 
 

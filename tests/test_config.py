@@ -100,15 +100,15 @@ def test_layers_compose_in_order() -> None:
     assert cfg.env.id == "SafetyPointGoal1-v0"  # experiment file
     assert cfg.update_iters == 40  # preset (ppo_lag)
     assert cfg.env.num_envs == 2  # command line over file
-    assert cfg.guard.target_kl == 0.05  # command line over catalogue default
-    assert cfg.blender.clip == 0.2  # catalogue default
+    assert cfg.guard.target_kl == 0.05  # command line over registry default
+    assert cfg.blender.clip == 0.2  # registry default
 
 
 def test_switching_a_component_resets_its_parameters(tmp_path) -> None:
     extra = tmp_path / "preconditioner"
     extra.mkdir()
     (extra / "plain.yaml").write_text(
-        "description: test double\ntarget: kfcpo.precond.identity.Identity\nparams: {lr: 0.5}\n"
+        "description: test double\ntarget: kfcpo.preconditioner.identity.Identity\nparams: {lr: 0.5}\n"
     )
     cfg, _ = load_config(
         GOAL, [f"registry_paths=[{tmp_path}]", "preconditioner.lr=0.1", "preconditioner.name=plain"]

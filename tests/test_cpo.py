@@ -28,8 +28,8 @@ import torch
 from oracles import MatrixPrecond, assert_kkt, spd_problem, trust_region_kkt, trust_region_optimum
 from scipy.optimize import minimize
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.cpo import CPOBlender, CPOSolution, solve_cpo_qp
+from kfcpo.blender.base import Directions
+from kfcpo.blender.cpo import CPOBlender, CPOSolution, solve_cpo_qp
 
 DIM = 5
 DELTA = 0.01

@@ -216,7 +216,7 @@ def test_broken_checkpoint_is_one_line_error(tmp_path, capsys) -> None:
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch) -> None:
     import kfcpo.train
 
-    def broken_module(cfg, catalogue=None):
+    def broken_module(cfg, registry=None):
         raise RuntimeError("injected failure while building the module")
 
     monkeypatch.setattr(kfcpo.train, "SafeRLModule", broken_module)

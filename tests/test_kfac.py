@@ -10,7 +10,7 @@ import torch
 
 from kfcpo.fisher import exact_quad
 from kfcpo.flat import flat_grad, params_of
-from kfcpo.precond.kfac import KFAC
+from kfcpo.preconditioner.kfac import KFAC
 
 # Per-dimension log-stds that differ, so Sigma is not a multiple of the identity.
 LOG_STD = [-0.5, 0.2, -1.0]

@@ -8,8 +8,8 @@ import pytest
 import torch
 from oracles import MatrixPrecond
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.margin import MarginBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.margin import MarginBlender
 
 D = 25.0  # cost limit
 LAM = 0.7

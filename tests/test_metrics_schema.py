@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfcpo.blend import cpo, margin, pcpo, penalty
+from kfcpo.blender import cpo, margin, pcpo, penalty
 from kfcpo.guard import line_search
 from kfcpo.metrics_schema import (
-    BLEND,
+    BLENDER,
     CURVE_METRICS,
     EPISODE_COST,
     EPISODE_RETURN,
@@ -63,8 +63,8 @@ def test_every_key_is_namespaced_and_described() -> None:
 
 @pytest.mark.parametrize(
     ("namespace", "keys"),
-    [(BLEND, margin.METRIC_KEYS), (BLEND, cpo.METRIC_KEYS), (BLEND, pcpo.METRIC_KEYS),
-     (BLEND, penalty.METRIC_KEYS), (GUARD, line_search.METRIC_KEYS)],
+    [(BLENDER, margin.METRIC_KEYS), (BLENDER, cpo.METRIC_KEYS), (BLENDER, pcpo.METRIC_KEYS),
+     (BLENDER, penalty.METRIC_KEYS), (GUARD, line_search.METRIC_KEYS)],
 )
 def test_component_keys_are_declared(namespace: str, keys: tuple[str, ...]) -> None:
     assert {f"{namespace}/{k}" for k in keys} <= set(SCHEMA)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from oracles import MatrixPrecond, assert_kkt, projection_kkt, spd_problem, whiten
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.pcpo import PCPOBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.pcpo import PCPOBlender
 
 DIM = 6
 DELTA = 0.01

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.penalty import PenaltyBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.penalty import PenaltyBlender
 from kfcpo.data.batch import Batch
 
 RHO = [1.5, 0.5, 0.5, 1.5, 1.1]

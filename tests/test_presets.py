@@ -62,7 +62,7 @@ def test_preset_trains_end_to_end(tmp_path: Path, algorithm: str, parts: tuple[s
 def test_cpo_with_kfac_curvature(tmp_path: Path) -> None:
     rows, cfg = fit(tmp_path, "algorithm=cpo", "preconditioner.name=kfac")
     assert cfg["preconditioner"]["name"] == "kfac" and cfg["blender"]["name"] == "cpo"
-    assert "precond/kfac_refreshes" in rows[0] and "blend/cpo_case" in rows[0]
+    assert "preconditioner/kfac_refreshes" in rows[0] and "blender/cpo_case" in rows[0]
     assert all(float(r["policy/kl"]) <= LINE_SEARCH_KL for r in rows)
 
 
@@ -111,7 +111,7 @@ def test_ppo_lag_learning_rate_decays_linearly_over_the_budget(tmp_path: Path) -
     assert cfg["preconditioner"]["lr_decay"] == "linear"
     lr0 = cfg["preconditioner"]["lr"]
     decayed = [lr0 * (1 - k / 4) for k in range(4)]
-    assert [float(r["precond/lr"]) for r in rows] == pytest.approx(decayed, rel=1e-6)
+    assert [float(r["preconditioner/lr"]) for r in rows] == pytest.approx(decayed, rel=1e-6)
 
 
 def test_kfcpo_paper_preset_is_the_literal_reading(tmp_path: Path) -> None:

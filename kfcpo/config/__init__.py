@@ -6,16 +6,16 @@ from kfcpo.config.compose import compose
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.schema import Config
 from kfcpo.config.validate import validate
-from kfcpo.registry import Catalogue
+from kfcpo.registry import Registry
 
 
 def load_config(
     config_file: str | None = None, overrides: list[str] | None = None, check_env: bool = True
-) -> tuple[DictConfig, Catalogue]:
+) -> tuple[DictConfig, Registry]:
     """Compose and validate: the config a run will use, or a ConfigError."""
-    cfg, catalogue = compose(config_file, overrides)
-    validate(cfg, catalogue, check_env=check_env)
-    return cfg, catalogue
+    cfg, registry = compose(config_file, overrides)
+    validate(cfg, registry, check_env=check_env)
+    return cfg, registry
 
 
 __all__ = ["Config", "ConfigError", "compose", "load_config", "validate"]

@@ -1,7 +1,7 @@
 """Config = schema defaults <- algorithm preset <- experiment file <- command line.
 
 Component sections compose by name: a layer that names a different component than the
-layer below starts from that component's catalogue defaults, so parameters never leak
+layer below starts from that component's registry defaults, so parameters never leak
 from one component to another (e.g. `preconditioner.name=cg` over a K-FAC preset).
 """
 
@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kfcpo.config.errors import ConfigError
 from kfcpo.config.schema import Config
-from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, default_roots, split_section
+from kfcpo.registry import COMPONENT_FAMILIES, Registry, RegistryError, default_roots, split_section
 from kfcpo.version import RUN_INFO_KEYS
 
 CONFIG_VALID = "a YAML file of keys, e.g. conf/button.yaml"
@@ -78,7 +78,7 @@ def _layer_value(layer: dict[str, Any], key: str) -> Any:
 
 
 def _compose_component(
-    catalogue: Catalogue, family: str, layers: list[dict[str, Any]]
+    registry: Registry, family: str, layers: list[dict[str, Any]]
 ) -> dict[str, Any]:
     name: str | None = None
     params: dict[str, Any] = {}
@@ -87,12 +87,12 @@ def _compose_component(
         if layer_name is not None and layer_name != name:
             name = str(layer_name)
             try:
-                params = dict(catalogue.get(family, name).params)
+                params = dict(registry.get(family, name).params)
             except RegistryError as err:
                 raise ConfigError(f"{family}.name: {err}") from None
         params.update(section)
     if name is None:
-        raise ConfigError(f"{family}.name: missing; valid: {', '.join(catalogue.names(family))}")
+        raise ConfigError(f"{family}.name: missing; valid: {', '.join(registry.names(family))}")
     return {"name": name, **params}
 
 
@@ -119,26 +119,26 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 def compose(
     config_file: str | Path | None = None, overrides: list[str] | None = None
-) -> tuple[DictConfig, Catalogue]:
-    """The resolved config (not yet validated for ranges) and the catalogue it used."""
+) -> tuple[DictConfig, Registry]:
+    """The resolved config (not yet validated for ranges) and the registry it used."""
     file_layer = read_file(config_file) if config_file else {}
     cli_layer = parse_overrides(overrides or [])
     extra = [*file_layer.get("registry_paths", []), *cli_layer.get("registry_paths", [])]
     try:
-        catalogue = Catalogue(default_roots(extra))
+        registry = Registry(default_roots(extra))
     except RegistryError as err:
         raise ConfigError(f"registry_paths: {err}") from None
 
     algorithm = cli_layer.get("algorithm") or file_layer.get("algorithm") or Config.algorithm
     try:
-        preset = catalogue.get("algorithm", str(algorithm)).config
+        preset = registry.get("algorithm", str(algorithm)).config
     except RegistryError as err:
         raise ConfigError(f"algorithm: {err}") from None
     layers = [preset, file_layer, cli_layer]
 
-    components = {f: _compose_component(catalogue, f, layers) for f in COMPONENT_FAMILIES}
+    components = {f: _compose_component(registry, f, layers) for f in COMPONENT_FAMILIES}
     plain = [{k: v for k, v in layer.items() if k not in COMPONENT_FAMILIES} for layer in layers]
     cfg = _structured_merge([*plain, {"algorithm": str(algorithm)}])
     for family, section in components.items():
         cfg[family] = section
-    return cfg, catalogue
+    return cfg, registry

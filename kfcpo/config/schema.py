@@ -1,7 +1,7 @@
 """The experiment config: every key, its type and its default, in one place.
 
 Component sections (`preconditioner`, `blender`, `guard`) are typed as mappings here:
-their keys are `name` plus the parameters that the named catalogue entry declares.
+their keys are `name` plus the parameters that the named registry entry declares.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from kfcpo.algorithm import PRECONDITIONER, build_component
 from kfcpo.config.errors import ConfigError
 from kfcpo.models.actor import GaussianActor
 from kfcpo.models.mlp import ACTIVATIONS
-from kfcpo.registry import COMPONENT_FAMILIES, Catalogue, RegistryError, split_section
+from kfcpo.registry import COMPONENT_FAMILIES, Registry, RegistryError, split_section
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 VECTOR_MODES = ("sync", "async")
@@ -90,10 +90,10 @@ CONFIG_TRAITS: dict[str, tuple[Callable[[DictConfig], bool], Callable[[DictConfi
 }
 
 
-def _check_composition(cfg: DictConfig, catalogue: Catalogue) -> None:
-    """Refuse compositions a catalogue entry declares it cannot run in (its `excludes`),
+def _check_composition(cfg: DictConfig, registry: Registry) -> None:
+    """Refuse compositions a registry entry declares it cannot run in (its `excludes`),
     matched against the traits of the other components and of the config."""
-    entries = {family: catalogue.get(family, cfg[family].name) for family in COMPONENT_FAMILIES}
+    entries = {family: registry.get(family, cfg[family].name) for family in COMPONENT_FAMILIES}
     holders: dict[str, str] = {}  # trait -> what has it, for the message
     for family, entry in entries.items():
         for trait in entry.traits:
@@ -124,11 +124,11 @@ def _type_matches(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None:
-    """The section's keys and types against the catalogue entry, then its values by the
+def _check_component(cfg: DictConfig, registry: Registry, family: str) -> None:
+    """The section's keys and types against the registry entry, then its values by the
     component's own range checks (ConfigError naming the key or the component)."""
     name, params = split_section(OmegaConf.to_container(cfg[family]))
-    entry = catalogue.get(family, name)
+    entry = registry.get(family, name)
     for key, value in params.items():
         if key not in entry.params:
             valid = ", ".join(["name", *sorted(entry.params)])
@@ -143,7 +143,7 @@ def _check_component(cfg: DictConfig, catalogue: Catalogue, family: str) -> None
         # A throwaway instance, built as a run builds it (on a tiny policy), runs the
         # component's own range checks now, before any env starts.
         actor = GaussianActor(*TINY_POLICY) if family == PRECONDITIONER else None
-        build_component(catalogue, family, cfg[family], actor)
+        build_component(registry, family, cfg[family], actor)
     except RegistryError as err:
         raise ConfigError(f"{family}.name: {err}") from None
     except (TypeError, ValueError) as err:
@@ -206,7 +206,7 @@ def check_file_path(path: str | Path, key: str, valid: str) -> Path:
     return p
 
 
-def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> None:
+def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> None:
     """Check a composed config (module docstring): ranges and choices, each component's
     parameters (by building it), the composition rules, the trainer's arguments and,
     with `check_env`, the env id. Raises a one-line ConfigError naming the key."""
@@ -219,8 +219,8 @@ def validate(cfg: DictConfig, catalogue: Catalogue, check_env: bool = True) -> N
             f"steps_per_epoch: {cfg.steps_per_epoch} is not a multiple of env.num_envs={cfg.env.num_envs}"
         )
     for family in COMPONENT_FAMILIES:
-        _check_component(cfg, catalogue, family)
-    _check_composition(cfg, catalogue)
+        _check_component(cfg, registry, family)
+    _check_composition(cfg, registry)
     _check_trainer(OmegaConf.to_container(cfg.trainer))
     if check_env:
         from kfcpo.envs import UnknownEnvError, validate_env_id

@@ -15,7 +15,7 @@ from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_sum
 from kfcpo.flat import get_flat, set_flat
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 
 def mean_kl(actor: GaussianActor, obs: torch.Tensor, old: Normal) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kfcpo.config.validate import check_folder_path
-from kfcpo.metrics_schema import BLEND_W_C, EPISODE_COST, EPISODE_RETURN, GUARD_ROLLBACK_FRAC
+from kfcpo.metrics_schema import BLENDER_W_C, EPISODE_COST, EPISODE_RETURN, GUARD_ROLLBACK_FRAC
 from kfcpo.run.history import Run
 from kfcpo.tools.ablate_spec import AblationSpec, check_variant_names, load_spec
 from kfcpo.tools.benchmark import run_spec
@@ -31,7 +31,7 @@ from kfcpo.tools.results import FINAL_FRACTION, NO_VALUE, complete_runs, final_v
 PROG = "kfcpo ablate"
 REPORT_FILE = "ablations.md"
 # Per-epoch diagnostics reported beside return and cost: mean over all epochs of a run.
-DIAGNOSTICS = (GUARD_ROLLBACK_FRAC, BLEND_W_C)
+DIAGNOSTICS = (GUARD_ROLLBACK_FRAC, BLENDER_W_C)
 HEADER = ("variant", "what changes", "final return", "final cost", "return, 2nd half", "cost, 2nd half",
           "seeds", "rollback rate", "w_c")
 # Per-epoch costs swing by tens between epochs, and "final" at 200k steps is one epoch: the

@@ -25,9 +25,9 @@ import torch
 
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
-from kfcpo.precond.cg import ConjugateGradient
-from kfcpo.precond.kfac import KFAC
+from kfcpo.preconditioner.base import Preconditioner
+from kfcpo.preconditioner.cg import ConjugateGradient
+from kfcpo.preconditioner.kfac import KFAC
 from kfcpo.tools.commands import PRECOND_STATS
 
 # SafetyPointButton1: 60-dimensional observation (lidar), 2 actions.
@@ -87,7 +87,7 @@ def curvature_step(pre: Preconditioner, obs: torch.Tensor, g_r: torch.Tensor, g_
 def identity_factory() -> Callable[[GaussianActor], Preconditioner] | None:
     """The project's identity preconditioner, if it exists and takes just the actor."""
     try:
-        module = importlib.import_module("kfcpo.precond.identity")
+        module = importlib.import_module("kfcpo.preconditioner.identity")
     except ImportError:
         return None
     for obj in vars(module).values():

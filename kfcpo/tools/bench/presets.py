@@ -30,7 +30,7 @@ from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.envs import make_vector_env
 from kfcpo.metrics_schema import GUARD_COMMITTED_FRAC, UPDATE_POLICY_STEPS
 from kfcpo.module import SafeRLModule
-from kfcpo.registry import Catalogue
+from kfcpo.registry import Registry
 from kfcpo.update import critic_update, policy_update
 
 BASELINE = "kfcpo"
@@ -104,10 +104,10 @@ def one_update(
 def check(args: argparse.Namespace) -> list[str]:
     """The rows (every preset, then --extra), each row's config checked before the rollout;
     ConfigError (one line) for bad input."""
-    rows = [*Catalogue().names("algorithm"), *args.extra]
+    rows = [*Registry().names("algorithm"), *args.extra]
     if BASELINE not in rows:
-        raise ConfigError(f"the baseline preset '{BASELINE}' is not in the catalogue; "
-                          "expected a catalogue with registry/algorithm/kfcpo.yaml")
+        raise ConfigError(f"the baseline preset '{BASELINE}' is not in the registry; "
+                          "expected a registry with registry/algorithm/kfcpo.yaml")
     for row in rows:
         if not row.split():
             raise ConfigError("--extra: got an empty row; expected \"algorithm key=value ...\"")

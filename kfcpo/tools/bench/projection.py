@@ -25,8 +25,8 @@ from collections import defaultdict
 import torch
 from omegaconf import OmegaConf
 
-from kfcpo.blend.base import Directions
-from kfcpo.blend.margin import INNER_PRODUCTS, MarginBlender
+from kfcpo.blender.base import Directions
+from kfcpo.blender.margin import INNER_PRODUCTS, MarginBlender
 from kfcpo.config import ConfigError, load_config
 from kfcpo.data.batch import Batch
 from kfcpo.data.rollout import GAEConfig, RolloutCollector

@@ -4,10 +4,10 @@ For every Linear layer l of `actor.mean_net` the Fisher block of the augmented w
 [W | b] is approximated as F_l ~= G_l (x) A_l; the state-independent log-std has an exact
 block (2 per dimension). `KFAC` composes the pieces, one concept per module:
 
-* kfcpo.precond.kfac_layout: where each layer's block sits in the flat vector;
-* kfcpo.precond.kfac_factors: the factors A_l, G_l, their estimators ("expected",
+* kfcpo.preconditioner.kfac_layout: where each layer's block sits in the flat vector;
+* kfcpo.preconditioner.kfac_factors: the factors A_l, G_l, their estimators ("expected",
   "sampled") and moving average;
-* kfcpo.precond.kfac_eigen: float64 eigendecompositions and the damped inverse
+* kfcpo.preconditioner.kfac_eigen: float64 eigendecompositions and the damped inverse
   (F_l + damping I)^-1, with the damping exact for the Kronecker product;
 * kfcpo.fisher: the exact quadratic form by one Jacobian-vector pass (`quad_mode: exact`).
 
@@ -25,11 +25,11 @@ import torch
 from kfcpo.fisher import LOG_STD_FISHER, exact_quad
 from kfcpo.flat import params_of
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond import kfac_eigen, kfac_factors
-from kfcpo.precond.base import Preconditioner
-from kfcpo.precond.kfac_eigen import Eigen
-from kfcpo.precond.kfac_factors import ESTIMATORS, FACTOR_DTYPE, one_thread
-from kfcpo.precond.kfac_layout import layout
+from kfcpo.preconditioner import kfac_eigen, kfac_factors
+from kfcpo.preconditioner.base import Preconditioner
+from kfcpo.preconditioner.kfac_eigen import Eigen
+from kfcpo.preconditioner.kfac_factors import ESTIMATORS, FACTOR_DTYPE, one_thread
+from kfcpo.preconditioner.kfac_layout import layout
 
 __all__ = ["ESTIMATORS", "FACTOR_DTYPE", "KFAC", "QUAD_MODES", "STATE_VERSION", "one_thread"]
 

@@ -15,7 +15,7 @@ import torch
 
 from kfcpo.data.batch import Batch
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 
 @dataclass

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions
-from kfcpo.precond.base import Preconditioner
+from kfcpo.blender.base import Blender, Directions
+from kfcpo.preconditioner.base import Preconditioner
 
 # The quadratic KL model is KL ~= 0.5 x^T H x; the factor 2 inverts the 0.5.
 KL_QUAD_FACTOR = 2.0

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions
-from kfcpo.precond.base import Preconditioner
+from kfcpo.blender.base import Blender, Directions
+from kfcpo.preconditioner.base import Preconditioner
 
 PROJECT_MODES = ("cost", "reward", "both", "none", "adaptive")
 INNER_PRODUCTS = ("euclidean", "fisher")

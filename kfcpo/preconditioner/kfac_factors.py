@@ -26,7 +26,7 @@ from torch import nn
 
 from kfcpo.dist import all_mean
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.kfac_layout import Layer
+from kfcpo.preconditioner.kfac_layout import Layer
 
 ESTIMATORS = ("sampled", "expected")
 # Factors are accumulated and inverted in float64: the eigenvalues of A span many decades

@@ -8,15 +8,15 @@ from typing import Any
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions, ratio
+from kfcpo.blender.base import Blender, Directions, ratio
 from kfcpo.data.batch import Batch
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 SCALES = ("none", "trust_region")
 
 
-class Lagrangian(Blender):
+class LagrangianBlender(Blender):
     """The Lagrangian blender (module docstring).
 
     Args:

@@ -11,7 +11,7 @@ from torch import nn
 
 from kfcpo.adam import adam
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 LR_DECAYS = ("none", "linear")
 

@@ -20,11 +20,11 @@ import math
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions, ratio
+from kfcpo.blender.base import Blender, Directions, ratio
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 SCALES = ("none", "trust_region")
 # The quadratic KL model is KL ~= 0.5 x^T F x; the factor 2 inverts the 0.5.

@@ -25,8 +25,8 @@ import math
 
 import torch
 
-from kfcpo.blend.base import Blender, Directions
-from kfcpo.precond.base import Preconditioner
+from kfcpo.blender.base import Blender, Directions
+from kfcpo.preconditioner.base import Preconditioner
 
 PROJECTIONS = ("kl", "l2")
 # The quadratic KL model is KL ~= 0.5 x^T H x; the factor 2 inverts the 0.5.

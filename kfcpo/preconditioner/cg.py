@@ -16,7 +16,7 @@ from torch.distributions import Normal, kl_divergence
 from kfcpo.dist import all_mean
 from kfcpo.flat import flat_grad, params_of
 from kfcpo.models.actor import GaussianActor
-from kfcpo.precond.base import Preconditioner
+from kfcpo.preconditioner.base import Preconditioner
 
 
 def conjugate_gradient(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from kfcpo.fisher import LOG_STD_FISHER
-from kfcpo.precond.kfac_layout import Layer, block, put
+from kfcpo.preconditioner.kfac_layout import Layer, block, put
 
 
 @dataclass
