@@ -36,7 +36,7 @@ PRESETS_EXTRA = ("cpo preconditioner.name=kfac", "kfcpo preconditioner.name=cg")
 PRESETS_ENV, PRESETS_STEPS, PRESETS_NUM_ENVS, PRESETS_REPEATS = "SafetyPointButton1-v0", 20000, 4, 3
 # KFCPO's minibatch (one K-FAC update per minibatch), then full-batch sizes.
 PRECOND_SIZES = (128, 2000, 20000)
-PRECOND_STATS = ("median", "min")  # summaries over repeats: see kfcpo.tools.bench.precond.STATS
+PRECONDITIONER_STATS = ("median", "min")  # summaries over repeats: see kfcpo.tools.bench.preconditioner.STATS
 PRECOND_REPEATS = 5
 ENVS_TASKS = ("SafetyPointGoal1-v0", "SafetyPointButton1-v0")
 ENVS_NUM_ENVS, ENVS_STEPS = (1, 2, 4), 4000
@@ -193,14 +193,14 @@ def _add_presets(bench: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handler("bench.presets"))
 
 
-def _add_precond(bench: argparse._SubParsersAction) -> None:
-    p = bench.add_parser("precond", help="curvature cost of identity, kfac and cg against the gradients",
+def _add_preconditioner(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("preconditioner", help="curvature cost of identity, kfac and cg vs the gradients",
                          description="Cost of the curvature work per policy update, relative to the two "
                                      "surrogate gradients; K-FAC's G estimators compared.")
     p.add_argument("--repeats", type=at_least(1), default=PRECOND_REPEATS)
     p.add_argument("--sizes", type=at_least(1), nargs="+", default=list(PRECOND_SIZES), help="batch sizes")
-    p.add_argument("--stat", choices=PRECOND_STATS, default=PRECOND_STATS[0], help="summary over repeats")
-    p.set_defaults(handler=_handler("bench.precond"))
+    p.add_argument("--stat", choices=PRECONDITIONER_STATS, default=PRECONDITIONER_STATS[0], help="summary over repeats")
+    p.set_defaults(handler=_handler("bench.preconditioner"))
 
 
 def _add_envs(bench: argparse._SubParsersAction) -> None:
@@ -238,5 +238,5 @@ def add_tool_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="timings and measurements on fixed workloads",
                            description="Measurements on fixed workloads, as markdown tables.")
     measurements = bench.add_subparsers(dest="measurement", required=True, metavar="MEASUREMENT")
-    for add in (_add_throughput, _add_presets, _add_precond, _add_envs, _add_projection):
+    for add in (_add_throughput, _add_presets, _add_preconditioner, _add_envs, _add_projection):
         add(measurements)

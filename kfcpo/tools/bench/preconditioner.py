@@ -1,4 +1,4 @@
-"""`kfcpo bench precond`: cost of the curvature work per policy update, relative to the two
+"""`kfcpo bench preconditioner`: cost of the curvature work per policy update, relative to the two
 surrogate gradients.
 
 One "update" of a preconditioner here is what an update rule spends on curvature:
@@ -7,7 +7,7 @@ the cost of g_r and g_c themselves (one forward, two backward passes of E[ratio 
 median over repeats, for SafetyPointButton1-sized policies on random states. A second
 table compares the K-FAC G estimators ("expected" vs "sampled") in accuracy and time.
 
-    kfcpo bench precond [--repeats 5] [--sizes 128 2000 20000] [--stat median|min]
+    kfcpo bench preconditioner [--repeats 5] [--sizes 128 2000 20000] [--stat median|min]
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def estimator_table(repeats: int, sizes: tuple[int, ...], stat: Stat) -> Iterato
 
 
 def run(args: argparse.Namespace) -> int:
-    """`kfcpo bench precond`: both tables, printed row by row as they are measured."""
+    """`kfcpo bench preconditioner`: both tables, printed row by row as they are measured."""
     sizes = tuple(args.sizes)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU, "
