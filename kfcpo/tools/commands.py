@@ -36,7 +36,7 @@ PRESETS_EXTRA = ("cpo preconditioner.name=kfac", "kfcpo preconditioner.name=cg")
 PRESETS_ENV, PRESETS_STEPS, PRESETS_NUM_ENVS, PRESETS_REPEATS = "SafetyPointButton1-v0", 20000, 4, 3
 # KFCPO's minibatch (one K-FAC update per minibatch), then full-batch sizes.
 PRECOND_SIZES = (128, 2000, 20000)
-PRECONDITIONER_STATS = ("median", "min")  # summaries over repeats: see kfcpo.tools.bench.preconditioner.STATS
+PRECOND_STATS = ("median", "min")  # summaries over repeats: see kfcpo.tools.bench.preconditioner.STATS
 PRECOND_REPEATS = 5
 ENVS_TASKS = ("SafetyPointGoal1-v0", "SafetyPointButton1-v0")
 ENVS_NUM_ENVS, ENVS_STEPS = (1, 2, 4), 4000
@@ -199,7 +199,7 @@ def _add_preconditioner(bench: argparse._SubParsersAction) -> None:
                                      "surrogate gradients; K-FAC's G estimators compared.")
     p.add_argument("--repeats", type=at_least(1), default=PRECOND_REPEATS)
     p.add_argument("--sizes", type=at_least(1), nargs="+", default=list(PRECOND_SIZES), help="batch sizes")
-    p.add_argument("--stat", choices=PRECONDITIONER_STATS, default=PRECONDITIONER_STATS[0], help="summary over repeats")
+    p.add_argument("--stat", choices=PRECOND_STATS, default=PRECOND_STATS[0], help="summary over repeats")
     p.set_defaults(handler=_handler("bench.preconditioner"))
 
 
