@@ -65,11 +65,20 @@ def _rank_main(rank: int, world: int, port: int, name: str, out: str) -> None:
     flat = run_update(name, mine)
     if rank == 0:
         torch.save(flat, out)
-    # Both ranks past their last collective before either tears gloo down: a rank that
-    # destroyed the group while its peer was still in flight aborted ("terminate called
-    # without an active exception") in ~1 of 30 loaded runs.
+    _finish_rank()
+
+
+def _finish_rank() -> None:
+    """Tear the group down, then leave without the interpreter's C++ teardown. A rank
+    whose work was done (its output written, the barrier passed) still aborted now and
+    then at exit under load ("terminate called without an active exception": a gloo
+    thread met static destruction), which spawn reports as a failed rank. Errors before
+    this point propagate as usual; only a finished rank exits here."""
     torch_dist.barrier()
     torch_dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port() -> int:
@@ -118,8 +127,7 @@ def _diverged_rank_main(rank: int, port: int, out: str) -> None:
         message = str(err)
     if rank == 0:
         Path(out).write_text(message)
-    torch_dist.barrier()  # as in _rank_main: no teardown while the peer is in flight
-    torch_dist.destroy_process_group()
+    _finish_rank()
 
 
 def test_sync_check_names_the_diverged_tensor(tmp_path) -> None:
