@@ -28,8 +28,6 @@ from kfcpo.models.actor import GaussianActor
 from kfcpo.preconditioner.base import Preconditioner
 from kfcpo.registry import Registry, default_roots, split_section
 
-# PRECONDITIONER (a family's name and its metrics namespace): the one family whose components
-# are built on the policy they precondition.
 # Checkpoint keys of the components' state (checkpoint format 2; the guard has none).
 PRECOND_KEY, BLENDER_KEY = "precond", "blender"
 
@@ -54,7 +52,7 @@ def build_component(
     name, params = split_section(plain)
     if name is None:
         raise ValueError(f"{family}: the section has no 'name'")
-    args = (actor,) if family == PRECONDITIONER else ()
+    args = (actor,) if family == PRECONDITIONER else ()  # built on the policy it preconditions
     return registry.build(family, name, params, *args)
 
 
@@ -105,8 +103,8 @@ class Algorithm:
         registry = registry if registry is not None else Registry()
         return cls(
             build_component(registry, PRECONDITIONER, preconditioner, actor),
-            build_component(registry, "blender", blender),
-            build_component(registry, "guard", guard),
+            build_component(registry, BLENDER, blender),
+            build_component(registry, GUARD, guard),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -184,8 +184,9 @@ class SafeRLModule(pl.LightningModule):
         optimizer = self.optimizers()
         targets = torch.stack([batch.ret_r, batch.ret_c])
         start = time.perf_counter()
-        metrics[schema.CRITIC_LOSS] = critic_update(self.critics, targets, batch.obs, optimizer.optimizer,
-                                               self.update_cfg, self.shuffle)
+        metrics[schema.CRITIC_LOSS] = critic_update(
+            self.critics, targets, batch.obs, optimizer.optimizer, self.update_cfg, self.shuffle
+        )
         metrics[schema.TIME_CRITIC_S] = time.perf_counter() - start
         self._count_update_as_lightning_step(optimizer)
         if self.cfg.check_sync:

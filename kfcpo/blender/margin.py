@@ -5,7 +5,7 @@ one is projected orthogonal to the other (`project`), then u = (1 - w_c) u_r + w
 w_c = sigmoid(k (Jc - lambda d) / d), and the step nu u is scaled into the quadratic trust
 region 0.5 u^T F u <= delta of the *blended* direction.
 
-Inner products (`inner`): "euclidean", as the spec and the seed write them, or "fisher",
+Inner products (`inner`): "euclidean", as the paper writes them, or "fisher",
 <a, b>_F = a^T F b, the metric the natural directions live in. It needs no extra curvature
 product: F u_r = g_r and F u_c = -g_c (the preconditioner's own F). Only in the Fisher metric
 is the projected cost step guaranteed to be reward-neutral (g_r . u_c' = 0) and not to
@@ -40,6 +40,11 @@ def _sigmoid(z: float) -> float:
     return 0.5 * (1.0 + math.tanh(0.5 * z))
 
 
+def _require_number(ep_cost: float) -> None:
+    if math.isnan(ep_cost):
+        raise ValueError("ep_cost is NaN: the episode-cost estimate must be a number")
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     # float64 so the projection coefficient is accurate for float32 directions.
     return float(torch.dot(a.double().reshape(-1), b.double().reshape(-1)))
@@ -69,20 +74,20 @@ class MarginBlender(Blender):
     Args:
         k: sigmoid steepness (> 0). With `normalize` it acts on the margin in units of d.
         margin: lambda (>= 0); the weight is 0.5 at Jc = lambda * d.
-        normalize: True: w_c = sigmoid(k (Jc - lambda d) / d) (this spec: k means the same at
-            any cost limit); False: the seed's sigmoid(k (Jc - lambda d)).
-        project: on conflict, "cost" projects u_c orthogonal to u_r (seed), "reward" u_r
+        normalize: True: w_c = sigmoid(k (Jc - lambda d) / d) (docs/algorithm.md 2.2: k means
+            the same at any cost limit); False: the paper's sigmoid(k (Jc - lambda d)).
+        project: on conflict, "cost" projects u_c orthogonal to u_r (paper), "reward" u_r
             orthogonal to u_c, "both" each against the original other, "none" neither;
             "adaptive": "cost" while w_c < 0.5 (below the margin centre, reward leads) and
             "reward" from w_c >= 0.5 on (cost leads: the reward part must not undo it).
         target_kl: delta of the quadratic trust region 0.5 step^T F step <= delta.
-        to_boundary: False: nu = min(1, sqrt(2 delta / quad(u))) (the seed: a step is never
+        to_boundary: False: nu = min(1, sqrt(2 delta / quad(u))) (the paper: a step is never
             enlarged); True: nu = sqrt(2 delta / quad(u)), every step reaches the region's
             boundary as in TRPO and CPO.
         unit_directions: scale u_r and u_c to unit norm in the `inner` metric before the
             blend, so w_c is the cost direction's share of the step whatever the two
-            gradients' magnitudes (False: the seed's blend of the raw directions).
-        inner: "euclidean" (spec) or "fisher" inner product for the conflict test, the
+            gradients' magnitudes (False: the paper's blend of the raw directions).
+        inner: "euclidean" (paper) or "fisher" inner product for the conflict test, the
             projection and cos_rc (module docstring).
         max_cost_weight: cap on w_c in (0, 1] (docs/algorithm.md 3.5). Below 1 the step keeps
             a reward share while the cost leads; with `project` "adaptive" and the Fisher
@@ -151,8 +156,7 @@ class MarginBlender(Blender):
     # -- pieces, public so tests and diagnostics can check them one by one --------------
     def cost_weight(self, ep_cost: float, cost_limit: float) -> float:
         """w_c for episode cost Jc = ep_cost and limit d = cost_limit."""
-        if math.isnan(ep_cost):
-            raise ValueError("ep_cost is NaN: the episode-cost estimate must be a number")
+        _require_number(ep_cost)
         if not (math.isfinite(cost_limit) and cost_limit >= 0):
             raise ValueError(f"cost_limit must be a finite number >= 0, got {cost_limit!r}")
         excess = ep_cost - self.margin * cost_limit
@@ -170,8 +174,7 @@ class MarginBlender(Blender):
         return ep_cost + self.trend * (ep_cost - self._jc_prev)
 
     def observe_cost(self, ep_cost: float, cost_limit: float) -> None:
-        if math.isnan(ep_cost):
-            raise ValueError("ep_cost is NaN: the episode-cost estimate must be a number")
+        _require_number(ep_cost)
         self._jc_prev, self._jc_last = self._jc_last, float(ep_cost)
 
     def state_dict(self) -> dict[str, Any]:

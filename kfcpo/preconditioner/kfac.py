@@ -52,7 +52,7 @@ class KFAC(Preconditioner):
         invert_every: T_f, eigendecompose on every T_f-th `update` call.
         estimator: "expected" (exact expectation over actions) or "sampled".
         samples: actions per state for "sampled".
-        quad_mode: "kfac" (the spec's default) or "exact"; see `quad`.
+        quad_mode: "kfac" (the paper's K-FAC quadratic form) or "exact"; see `quad`.
 
     `metrics()`: `kfac_skipped` (updates refused for non-finite statistics or a failed
     eigendecomposition), `kfac_refreshes` and `kfac_inversions`, counted since the

@@ -17,9 +17,9 @@ import numpy as np
 import yaml
 
 from kfcpo.config import ConfigError
-from kfcpo.metrics_schema import CURVE_METRICS
+from kfcpo.metrics_schema import CURVE_METRICS, STEP_KEY
 from kfcpo.run.layout import CONFIG_FILE, METRICS_FILE
-from kfcpo.run.metrics import STEP_COLUMN, cell_value, read_rows
+from kfcpo.run.metrics import cell_value, read_rows
 
 RUN_DIR_VALID = f"a run folder ({CONFIG_FILE} + {METRICS_FILE}) or a folder above run folders"
 
@@ -93,12 +93,12 @@ def read_run(path: Path) -> Run:
     """One run folder; ConfigError (one line) if it cannot be read as one."""
     config = _read_config(path)
     rows = read_rows(path / METRICS_FILE)
-    if not rows or STEP_COLUMN not in rows[0]:
-        raise ConfigError(f"RUN_DIR: '{path / METRICS_FILE}' has no {STEP_COLUMN} column or no rows; "
+    if not rows or STEP_KEY not in rows[0]:
+        raise ConfigError(f"RUN_DIR: '{path / METRICS_FILE}' has no {STEP_KEY} column or no rows; "
                           f"expected the {METRICS_FILE} kfcpo fit writes")
     by_step: dict[float, dict[str, str]] = {}
     for row in rows:
-        step = cell_value(row.get(STEP_COLUMN))
+        step = cell_value(row.get(STEP_KEY))
         if not math.isnan(step):
             by_step[step] = row  # a repeated step (e.g. a re-logged epoch): keep the last
     steps = np.array(sorted(by_step))

@@ -20,7 +20,6 @@ from kfcpo.metrics_schema import EPOCH_COLUMN, STEP_KEY, canonical_header, canon
 from kfcpo.run.atomic import write_atomic
 from kfcpo.run.layout import METRICS_FILE
 
-STEP_COLUMN = STEP_KEY
 # Where `kfcpo benchmark` of an older kfcpo kept a run's rows while resuming it; the
 # resumed fit continues metrics.csv itself now, but a folder may still hold one.
 PRIOR_METRICS_FILE = "metrics.prior.csv"
@@ -67,7 +66,7 @@ def cell_value(text: str | None) -> float:
 
 def reached_steps(run_dir: Path) -> float:
     """The largest env-step count in the run's metrics.csv (0 without one)."""
-    steps = [float(r[STEP_COLUMN]) for r in read_rows(run_dir / METRICS_FILE) if r.get(STEP_COLUMN)]
+    steps = [float(r[STEP_KEY]) for r in read_rows(run_dir / METRICS_FILE) if r.get(STEP_KEY)]
     return max(steps, default=0.0)
 
 
