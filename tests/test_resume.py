@@ -210,6 +210,21 @@ def test_run_folder_with_truncated_newest_checkpoints_resumes_from_last_complete
     assert_same_run(run, ref)
 
 
+@pytest.mark.slow
+def test_copied_run_folder_resumes_from_last_checkpoint_whatever_the_file_times(straight, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(straight(KILL_CASE), run)
+    ckpts = run / "checkpoints"
+    # A copy without preserved times: older epochs look newest, last.ckpt oldest.
+    names = ["last.ckpt", "epoch0003.ckpt", "epoch0001.ckpt"]
+    for age, name in enumerate(names):
+        stamp = time.time() - 100 * (len(names) - age)
+        os.utime(ckpts / name, (stamp, stamp))
+    assert find_checkpoint(run)[0].name == "last.ckpt"
+    (ckpts / "last.ckpt").unlink()
+    assert find_checkpoint(run)[0].name == "epoch0003.ckpt"
+
+
 _SLOW_WRITER = """
 import sys, time
 from pathlib import Path

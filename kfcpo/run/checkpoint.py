@@ -22,6 +22,7 @@ from kfcpo.config.errors import ConfigError
 from kfcpo.run.layout import (
     CHECKPOINT_SUFFIX,
     CHECKPOINTS_DIR,
+    EPOCH_FILE,
     LAST_CHECKPOINT,
     last_checkpoint,
     resume_run_dir,
@@ -89,6 +90,18 @@ def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = RESUME_KE
             )
 
 
+def _progress_order(f: Path) -> tuple[int, int, str]:
+    """Sort key, newest training state last: last.ckpt (written after every epoch), then
+    epochNNNN.ckpt by epoch, then any other file by modification time. Names first, since
+    a copied run folder (cp -r, rsync without -t) gets fresh, arbitrary modification times."""
+    if f.name == LAST_CHECKPOINT:
+        return (2, 0, f.name)
+    match = EPOCH_FILE.fullmatch(f.name)
+    if match:
+        return (1, int(match.group(1)), f.name)
+    return (0, f.stat().st_mtime_ns, f.name)
+
+
 def find_checkpoint(path: str | Path, key: str = RESUME_KEY) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume from, and its contents.
 
@@ -105,7 +118,7 @@ def find_checkpoint(path: str | Path, key: str = RESUME_KEY) -> tuple[Path, dict
     folder = p / CHECKPOINTS_DIR if os.path.isdir(p / CHECKPOINTS_DIR) else p
     try:
         found = [f for f in folder.glob(f"*{CHECKPOINT_SUFFIX}") if os.path.isfile(f)]
-        newest_first = sorted(found, key=lambda f: (f.stat().st_mtime_ns, f.name), reverse=True)
+        newest_first = sorted(found, key=_progress_order, reverse=True)
     except OSError as err:
         raise ConfigError(f"{key}: cannot read the folder '{folder}' ({err.strerror})") from None
     if not newest_first:

@@ -12,6 +12,7 @@ Standard library only, so it costs nothing to import.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ CHECKPOINT_SUFFIX = ".ckpt"
 LAST_NAME = "last"  # checkpoints/last.ckpt, replaced after every epoch
 LAST_CHECKPOINT = f"{LAST_NAME}{CHECKPOINT_SUFFIX}"
 EPOCH_NAME = "epoch{epoch:04d}"  # checkpoints/epochNNNN.ckpt (a ModelCheckpoint filename)
+EPOCH_FILE = re.compile(r"epoch(\d+)" + re.escape(CHECKPOINT_SUFFIX))  # matches EPOCH_NAME's files
 RUN_FILES = (METRICS_FILE, CHECKPOINTS_DIR)  # what makes a folder hold a run
 DEFAULT_RUNS_DIR = "runs"  # where a run without `out_dir` goes, relative to the working folder
 STAMP_FORMAT = "%Y%m%d-%H%M%S"
