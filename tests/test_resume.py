@@ -211,7 +211,9 @@ def test_run_folder_with_truncated_newest_checkpoints_resumes_from_last_complete
 
 
 @pytest.mark.slow
-def test_copied_run_folder_resumes_from_last_checkpoint_whatever_the_file_times(straight, tmp_path: Path) -> None:
+def test_copied_run_folder_resumes_from_last_checkpoint_whatever_the_file_times(
+    straight, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(straight(KILL_CASE), run)
     ckpts = run / "checkpoints"

@@ -13,6 +13,7 @@ import torch
 
 from kfcpo.data.batch import Batch, EpochStats, Rollout
 from kfcpo.data.gae import gae
+from kfcpo.data.rollout_nets import RolloutNets
 from kfcpo.data.step_record import StepRecorder
 from kfcpo.dist import all_gather, all_mean, world_size
 from kfcpo.envs import COST_KEY, ObsNormalizer, RunningMeanStd
@@ -27,6 +28,9 @@ if TYPE_CHECKING:  # annotations only: gymnasium loads with kfcpo.envs, after it
 STD_EPS = 1e-8  # keeps standardization finite when all advantages are equal
 # The collector's own state between epochs: raw observations and unfinished episodes' sums.
 _EPISODE_STATE = ("obs", "ep_ret", "ep_cost", "ep_len")
+# What a rollout keeps of each step: the normalized observations, pi's means, the
+# sampled actions and both critics' values.
+_KEPT = ("obs", "mean", "act", "values")
 
 
 @dataclass
@@ -111,10 +115,6 @@ class RolloutCollector:
         """Normalized observations on the networks' device (buffers stay on the CPU)."""
         return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32, device=self.device)
 
-    def _values(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values = self.critics(obs).cpu()
-        return values[REWARD], values[COST]
-
     @torch.no_grad()
     def collect(self, policy_version: int) -> Rollout:
         """One epoch's `steps_per_env` steps of every env with the live policy: the batch
@@ -123,9 +123,10 @@ class RolloutCollector:
         start = time.perf_counter()
         self.device = self.actor.log_std.device  # Lightning moves the module after setup
         T, N = self.steps_per_env, self.num_envs
-        obs_buf = torch.zeros((T, N, self.envs.single_observation_space.shape[0]))
-        act_buf = torch.zeros((T, N, self.act_low.shape[0]))
-        grid = {k: torch.zeros((T, N)) for k in ("logp", "v_r", "v_c")}
+        nets = RolloutNets(self.actor, self.critics)
+        # Each step's tensors, stacked after the loop: appending costs less than writing a
+        # row of a preallocated buffer, and the stack holds the same values.
+        kept: dict[str, list[torch.Tensor]] = {k: [] for k in _KEPT}
         boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
         record = StepRecorder(T, N, self.ep_ret, self.ep_cost, self.ep_len, self.on_progress)
         start_stats = self.normalizer.rms.state_dict()
@@ -138,8 +139,7 @@ class RolloutCollector:
             if epoch_stats is not None:
                 epoch_stats.merge(*moments)
             obs = self._tensor(self.obs)
-            dist = self.actor.distribution(obs)
-            act = dist.sample()
+            mean, act = nets.act(obs)
             # The env gets the action clipped to its box; the buffer keeps the sample so
             # log-probabilities stay those of the Gaussian that drew it.
             self.envs.step_async(np.clip(act.cpu().numpy(), self.act_low, self.act_high))
@@ -147,23 +147,25 @@ class RolloutCollector:
             # action depends on. None of it draws random numbers, so the order changes
             # no result.
             record.flush()  # the previous step's rewards, costs and episode ends
-            grid["logp"][t] = dist.log_prob(act).sum(-1).cpu()
-            obs, act = obs.cpu(), act.cpu()
-            obs_buf[t], act_buf[t] = obs, act
-            grid["v_r"][t], grid["v_c"][t] = self._values(obs.to(self.device))
+            for key, x in zip(_KEPT, (obs, mean, act, nets.values(obs)), strict=True):
+                kept[key].append(x)
             self.obs, reward, terminated, truncated, info = self.envs.step_wait()
             # Bootstrap values now, not later: they normalize with this step's statistics.
             for i in np.flatnonzero(truncated & ~terminated):
                 final = self._tensor(info["final_observation"][i][None])
-                v_r, v_c = self._values(final)
+                v_r, v_c = self._values(nets, final)
                 boot_r[t, i], boot_c[t, i] = v_r[0], v_c[0]
             record.defer(t, reward, info[COST_KEY], terminated, truncated)
         record.flush()
-        grid.update(record.tensors())
-        last_r, last_c = self._values(self._tensor(self.obs))
+        grid = record.tensors()
+        obs_buf, mean, act_buf = (torch.stack(kept[k]) for k in ("obs", "mean", "act"))
+        grid["logp"] = nets.log_prob(mean, act_buf).cpu()
+        values = torch.stack(kept["values"], dim=1).cpu()  # (2, T, N)
+        grid["v_r"], grid["v_c"] = values[REWARD], values[COST]
+        last_r, last_c = self._values(nets, self._tensor(self.obs))
         if epoch_stats is not None:
             self._merge_ranks(start_stats, epoch_stats)
-        batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
+        batch = self._advantages(obs_buf.cpu(), act_buf.cpu(), grid, boot_r, boot_c, last_r, last_c)
         stats = EpochStats(
             ep_ret_sum=float(record.sums[0]),
             ep_cost_sum=float(record.sums[1]),
@@ -175,6 +177,11 @@ class RolloutCollector:
             policy_version=policy_version,
         )
         return Rollout(batch=batch, stats=stats)
+
+    @staticmethod
+    def _values(nets: RolloutNets, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = nets.values(obs).cpu()
+        return values[REWARD], values[COST]
 
     def _merge_ranks(self, start: dict, epoch: RunningMeanStd) -> None:
         """Make every rank's normalizer the statistics of all ranks' observations: each

@@ -23,6 +23,7 @@ started them disappears.
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
@@ -38,6 +39,10 @@ from kfcpo.envs.pool_buffers import StepBuffers
 
 # Seconds a closing worker gets to close its envs before it is terminated.
 CLOSE_TIMEOUT_S = 10.0
+# The step command as `Connection.send` would pickle it (the worker's `recv` unpickles
+# any bytes): the same message every step, so it is pickled once instead of once per
+# worker per step.
+_STEP_MESSAGE = pickle.dumps((pw.STEP, None))
 
 
 class PoolWorkerError(RuntimeError):
@@ -188,7 +193,8 @@ class PoolVectorEnv(VectorEnv):
     def step_async(self, actions: Any) -> None:
         self._assert_idle("step_async")
         self._arrays["act"][...] = actions  # cast to the action space's dtype, as the envs do
-        self._send(pw.STEP)
+        for pipe in self._pipes:  # what _send(pw.STEP) sends, pickled once (_STEP_MESSAGE)
+            pipe.send_bytes(_STEP_MESSAGE)
         self._pending = _Pending.STEP
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

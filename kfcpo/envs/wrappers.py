@@ -103,6 +103,11 @@ class VectorCost(VectorEnvWrapper):
 
 def step_costs(info: dict[str, Any], num_envs: int) -> np.ndarray:
     """The per-env cost of one vector step, including envs that just autoreset."""
+    reported = info.get(f"_{COST_KEY}")
+    if reported is not None and "_final_info" not in info and reported.all():
+        # Most steps: every env reported its cost and none reset. What the general path
+        # below computes then, without its per-step masks (this runs before each action).
+        return np.array(info[COST_KEY], dtype=np.float64)
     cost = np.zeros(num_envs, dtype=np.float64)
     found = np.zeros(num_envs, dtype=bool)
     if COST_KEY in info:

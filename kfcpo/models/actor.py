@@ -43,7 +43,10 @@ class GaussianActor(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> Normal:
         """pi(.|obs): a Normal over each action dimension, batched over `obs`."""
-        mean = self.mean_net(obs)
+        return self.distribution_at(self.mean_net(obs))
+
+    def distribution_at(self, mean: torch.Tensor) -> Normal:
+        """pi given the means `mean_net` gave (e.g. ones a rollout kept)."""
         # validate_args=False: the guard must see a NaN policy as a NaN KL, not an exception
         # (an exception on one rank would leave the others waiting); it is also faster.
         return Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)

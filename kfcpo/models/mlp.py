@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -19,3 +22,14 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn
         layers += [nn.Linear(fan_in, fan_out), act()]
     layers.append(nn.Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)
+
+
+def plain_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`module`'s forward as a plain function: the same tensor operations, without
+    nn.Module's call machinery (hooks, attribute lookups), which on a rollout step's few
+    rows costs more than the arithmetic. A Linear is bound to its weight and bias
+    tensors as they are now, so take it again once they may have been replaced."""
+    if isinstance(module, nn.Linear):
+        # nn.Linear.forward is exactly this call.
+        return functools.partial(F.linear, weight=module.weight, bias=module.bias)
+    return module.forward
