@@ -103,6 +103,12 @@ _declare(BLENDER, "nu", "mean trust-region scale of the step (margin; lagrangian
 _declare(BLENDER, "projected_frac", "fraction of steps whose directions were projected (margin)", "1")
 _declare(BLENDER, "cos_rc", "mean cosine of the reward and cost directions (margin)", "1")
 _declare(BLENDER, "lagrange", "the Lagrange multiplier now (lagrangian)", "1")
+_declare(BLENDER, "pid_p", "the PID multiplier's proportional term Kp (Jc - d) this epoch (lagrangian, "
+         "multiplier: pid)", "1")
+_declare(BLENDER, "pid_i", "the PID multiplier's integral term Ki I this epoch, I the violation summed "
+         "and clamped at 0 (lagrangian, multiplier: pid)", "1")
+_declare(BLENDER, "pid_d", "the PID multiplier's derivative term Kd max(0, rise of Jc over pid_d_delay "
+         "epochs) this epoch (lagrangian, multiplier: pid)", "1")
 _declare(BLENDER, "cpo_case", "mean CPO case number (0-4, Achiam et al. 2017's cases)", "case")
 _declare(BLENDER, "cpo_lambda", "mean CPO dual variable lambda", "1")
 _declare(BLENDER, "cpo_nu", "mean CPO dual variable nu", "1")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfcpo.blender import cpo, margin, pcpo, penalty
+from kfcpo.blender import cpo, margin, pcpo, penalty, pid_multiplier
 from kfcpo.guard import line_search
 from kfcpo.metrics_schema import (
     BLENDER,
@@ -64,7 +64,7 @@ def test_every_key_is_namespaced_and_described() -> None:
 @pytest.mark.parametrize(
     ("namespace", "keys"),
     [(BLENDER, margin.METRIC_KEYS), (BLENDER, cpo.METRIC_KEYS), (BLENDER, pcpo.METRIC_KEYS),
-     (BLENDER, penalty.METRIC_KEYS), (GUARD, line_search.METRIC_KEYS)],
+     (BLENDER, penalty.METRIC_KEYS), (BLENDER, pid_multiplier.METRIC_KEYS), (GUARD, line_search.METRIC_KEYS)],
 )
 def test_component_keys_are_declared(namespace: str, keys: tuple[str, ...]) -> None:
     assert {f"{namespace}/{k}" for k in keys} <= set(SCHEMA)

@@ -45,6 +45,7 @@ def fit(tmp_path: Path, *overrides: str) -> tuple[list[dict[str, str]], dict]:
         ("pcpo", ("cg", "pcpo", "line_search")),
         ("p3o", ("identity", "penalty", "early_stop")),
         ("trpo_lag", ("cg", "lagrangian", "line_search")),
+        ("cppo_pid", ("identity", "lagrangian", "early_stop")),
         # ppo_lag: conf/goal.yaml's own preset, trained end to end by tests/test_fit.py
     ],
 )
@@ -57,6 +58,13 @@ def test_preset_trains_end_to_end(tmp_path: Path, algorithm: str, parts: tuple[s
     if parts[2] == "line_search":
         assert max(kls) <= LINE_SEARCH_KL  # one full-batch step, its KL checked on that batch
         assert all(float(r["update/policy_steps"]) == 1.0 for r in rows)
+    if cfg["blender"].get("multiplier") == "pid":  # lambda = max(0, P + I + D), its terms logged
+        jcs = [float(r["episode/jc"]) for r in rows]
+        jcs = [0.0 if math.isnan(jc) else jc for jc in jcs]  # the update's Jc before any episode ends
+        kp, limit = cfg["blender"]["pid_kp"], cfg["cost_limit"]
+        assert [float(r["blender/pid_p"]) for r in rows] == pytest.approx([kp * (jc - limit) for jc in jcs])
+        terms = [sum(float(r[f"blender/pid_{t}"]) for t in "pid") for r in rows]
+        assert [float(r["blender/lagrange"]) for r in rows] == pytest.approx([max(0.0, t) for t in terms])
 
 
 def test_cpo_with_kfac_curvature(tmp_path: Path) -> None:
