@@ -191,6 +191,10 @@ def test_bad_resume_paths_are_refused(finished, tmp_path, capsys) -> None:
         "resume: checkpoint was trained with model.hidden=[64, 64], this config has model.hidden=[32]; "
         "resume it with model.hidden=[64, 64], or start a new run"
     )
+    assert refusal(capsys, [*fit, "blender.multiplier=pid", f"resume={finished}"]) == (
+        "resume: checkpoint was trained with blender.multiplier=adam, this config has "
+        "blender.multiplier=pid; resume it with blender.multiplier=adam, or start a new run"
+    )
     assert snapshot(tmp_path, finished) == before
 
 

@@ -20,12 +20,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import vector_replay
+from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.cli import main
+from kfcpo.config.errors import ConfigError
 from kfcpo.envs import make_env, make_vector_env
 from kfcpo.envs.state import EnvStateError, capture, load_vector_state, restore, vector_state
 from kfcpo.run.atomic import partial_path
-from kfcpo.run.checkpoint import find_checkpoint
+from kfcpo.run.checkpoint import check_compatible, find_checkpoint
 from kfcpo.run.checkpoint_io import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +227,23 @@ def test_copied_run_folder_resumes_from_last_checkpoint_whatever_the_file_times(
     assert find_checkpoint(run)[0].name == "last.ckpt"
     (ckpts / "last.ckpt").unlink()
     assert find_checkpoint(run)[0].name == "epoch0003.ckpt"
+
+
+def test_lagrangian_checkpoint_from_before_the_multiplier_key_reads_as_adam() -> None:
+    def ckpt(**blender: str) -> dict:
+        return {"hyper_parameters": {"config": {"blender": {"name": "lagrangian", **blender}}}}
+
+    def cfg(**blender: str) -> DictConfig:
+        return OmegaConf.create({"blender": {"name": "lagrangian", **blender}})
+
+    check_compatible(ckpt(), cfg(multiplier="adam"))  # old checkpoint, Adam now: compatible
+    check_compatible(ckpt(multiplier="pid"), cfg(multiplier="pid"))
+    with pytest.raises(ConfigError, match=r"trained with blender.multiplier=adam, this config has "
+                                          r"blender.multiplier=pid; resume it with blender.multiplier=adam"):
+        check_compatible(ckpt(), cfg(multiplier="pid"))
+    with pytest.raises(ConfigError, match=r"trained with blender.multiplier=pid, this config has "
+                                          r"blender.multiplier=adam"):
+        check_compatible(ckpt(multiplier="pid"), cfg(multiplier="adam"))
 
 
 _SLOW_WRITER = """

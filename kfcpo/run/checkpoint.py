@@ -41,7 +41,10 @@ STRUCTURAL_KEYS = (
     "preconditioner.name",
     "blender.name",
     "guard.name",
+    "blender.multiplier",  # the lagrangian blender's Adam and PID states differ
 )
+# What a structural key meant in checkpoints written before it existed.
+LEGACY_VALUES = {"blender.multiplier": "adam"}
 
 FILE_VALID = f"a checkpoint file, e.g. runs/<run>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"
 RESUME_VALID = f"a checkpoint file or a run folder holding {CHECKPOINTS_DIR}/*{CHECKPOINT_SUFFIX}"
@@ -83,6 +86,8 @@ def check_compatible(ckpt: dict[str, Any], cfg: DictConfig, key: str = RESUME_KE
     saved = saved_config(ckpt)
     for k in STRUCTURAL_KEYS:
         mine, theirs = OmegaConf.select(cfg, k), OmegaConf.select(saved, k)
+        if theirs is None and mine is not None:
+            theirs = LEGACY_VALUES.get(k)
         if mine != theirs:
             raise ConfigError(
                 f"{key}: checkpoint was trained with {k}={theirs}, this config has {k}={mine}; "
