@@ -173,9 +173,8 @@ class SafeRLModule(pl.LightningModule):
         critics' regression, then the epoch's metrics logged as one row."""
         stats = self._episode_stats(rollout)
         batch = rollout.batch
-        # Before any episode has finished there is no Jc estimate: treat it as 0 (feasible),
-        # the same start a Lagrange multiplier or margin weight would have.
-        ep_cost = 0.0 if math.isnan(stats[schema.EPISODE_JC]) else stats[schema.EPISODE_JC]
+        # NaN until an episode has finished: policy_update then steps as if Jc = 0.
+        ep_cost = stats[schema.EPISODE_JC]
         # The budget done before this epoch: the first update sees 0.
         done = self.updates * self.cfg.steps_per_epoch / self.cfg.total_steps
         self.algorithm.precond.set_progress(done)

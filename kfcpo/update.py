@@ -9,6 +9,7 @@ of one full-batch minibatch (`minibatch_size` 0) and one pass.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ def policy_update(
 
     Args:
         algorithm: the composition; its components keep their state across epochs.
-        ep_cost: Jc, the episode-cost estimate this update acts on (0 before any episode).
+        ep_cost: Jc, the episode-cost estimate this update acts on (NaN before any
+            episode has finished: see below).
         generator: draws the minibatch shuffles (the critics' regression shares it).
 
     Returns the epoch's metrics under kfcpo.metrics_schema's keys: `policy/kl` (the
@@ -100,7 +102,14 @@ def policy_update(
     params = params_of(actor)
     mover = PolicyMover(actor, precond)
     rollout_policy = mover.old_distribution(batch.obs)
-    blender.observe_cost(ep_cost, cost_limit)
+    # Before any episode has finished there is no Jc (NaN). The step then acts as if Jc = 0
+    # (feasible), the start a multiplier or margin weight has anyway, but the blender's
+    # controllers (multiplier, PID, trend) observe nothing: a made-up 0 in their memory
+    # would read as a jump once the first episode ends.
+    if math.isnan(ep_cost):
+        ep_cost = 0.0
+    else:
+        blender.observe_cost(ep_cost, cost_limit)
     guard.begin_epoch()
     steps = committed = nonfinite = 0
     stopped = False
