@@ -22,6 +22,7 @@ started them disappears.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import pickle
 from collections.abc import Callable, Sequence
@@ -39,10 +40,14 @@ from kfcpo.envs.pool_buffers import StepBuffers
 
 # Seconds a closing worker gets to close its envs before it is terminated.
 CLOSE_TIMEOUT_S = 10.0
-# The step command as `Connection.send` would pickle it (the worker's `recv` unpickles
-# any bytes): the same message every step, so it is pickled once instead of once per
-# worker per step.
-_STEP_MESSAGE = pickle.dumps((pw.STEP, None))
+
+
+@functools.cache
+def _broadcast_message(command: str) -> bytes:
+    """(command, None) pickled as `Connection.send` would (the worker's `recv` unpickles
+    any bytes): the same message for every worker and every call, so a step command is
+    pickled once per process instead of once per worker per step."""
+    return pickle.dumps((command, None))
 
 
 class PoolWorkerError(RuntimeError):
@@ -110,8 +115,13 @@ class PoolVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ protocol
     def _send(self, command: str, per_worker: Sequence[Any] | None = None) -> None:
-        for w, pipe in enumerate(self._pipes):
-            pipe.send((command, None if per_worker is None else per_worker[w]))
+        if per_worker is None:
+            message = _broadcast_message(command)
+            for pipe in self._pipes:
+                pipe.send_bytes(message)
+            return
+        for pipe, arg in zip(self._pipes, per_worker, strict=True):
+            pipe.send((command, arg))
 
     def _gather(self) -> list[Any]:
         """Every worker's reply, in worker order; raises the first error after all have
@@ -193,8 +203,7 @@ class PoolVectorEnv(VectorEnv):
     def step_async(self, actions: Any) -> None:
         self._assert_idle("step_async")
         self._arrays["act"][...] = actions  # cast to the action space's dtype, as the envs do
-        for pipe in self._pipes:  # what _send(pw.STEP) sends, pickled once (_STEP_MESSAGE)
-            pipe.send_bytes(_STEP_MESSAGE)
+        self._send(pw.STEP)
         self._pending = _Pending.STEP
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
