@@ -106,11 +106,11 @@ def test_results_table_and_curves(bench: Bench) -> None:
     assert len(rows) == 1
     env, algorithm, ret, cost, seeds, met = rows[0]
     assert (env, algorithm, seeds) == (ENV, "ppo_lag", "2")
-    # final = the last 10% of two epochs = the last epoch; mean ± std over the two seeds
+    # final = the last 10% of two epochs = the last epoch; mean ± sample std over the two seeds
     finals = {k: [float(read_metrics(run_dir(bench.root, s))[-1][k]) for s in (0, 1)]
               for k in ("episode/return", "episode/cost")}
-    assert ret == f"{np.mean(finals['episode/return']):.2f} ± {np.std(finals['episode/return']):.2f}"
-    assert cost == f"{np.mean(finals['episode/cost']):.2f} ± {np.std(finals['episode/cost']):.2f}"
+    assert ret == f"{np.mean(finals['episode/return']):.2f} ± {np.std(finals['episode/return'], ddof=1):.2f}"
+    assert cost == f"{np.mean(finals['episode/cost']):.2f} ± {np.std(finals['episode/cost'], ddof=1):.2f}"
     assert met == ("yes (≤ 25)" if np.mean(finals["episode/cost"]) <= 25 else "no (> 25)")
     text = (bench.root / "out" / "results.md").read_text()
     assert "Command: `kfcpo benchmark --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text

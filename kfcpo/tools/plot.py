@@ -60,7 +60,8 @@ def aggregate(runs: Sequence[Run], metric: str, band: str = "minmax") -> tuple[n
     values = np.stack([np.interp(grid, s, v) for s, v in curves])
     mean = values.mean(axis=0)
     if band == "std":
-        std = values.std(axis=0)
+        # Sample std over seeds, as the results table (kfcpo.tools.results); one run: no band.
+        std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
         return grid, mean, mean - std, mean + std
     return grid, mean, values.min(axis=0), values.max(axis=0)
 
