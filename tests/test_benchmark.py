@@ -23,7 +23,7 @@ from kfcpo.run.layout import METRICS_FILE
 from kfcpo.run.metrics import PRIOR_METRICS_FILE, merge_prior_metrics, reached_steps
 from kfcpo.tools.benchmark import EXIT_FAILED
 from kfcpo.tools.grid import LOG_FILE
-from kfcpo.tools.results import TABLE_HEADER, clip_to_budget, final_value
+from kfcpo.tools.results import TABLE_HEADER, clip_to_budget, final_value, mean_std, second_half
 
 ENV = "SafetyPointGoal1-v0"
 TINY = ["env.num_envs=1", "env.vector=sync", "update_iters=1", "model.critic_iters=1"]
@@ -92,6 +92,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     return Bench(root, rows, first, second, before)
 
 
+SEEDS_COLUMN = TABLE_HEADER.index("seeds")
+
+
 def table_rows(results: Path) -> list[list[str]]:
     lines = [line for line in results.read_text().splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
@@ -104,13 +107,15 @@ def test_results_table_and_curves(bench: Bench) -> None:
     assert tuple(header) == TABLE_HEADER
     assert len(rule) == len(header)
     assert len(rows) == 1
-    env, algorithm, ret, cost, seeds, met = rows[0]
+    env, algorithm, ret, cost, half_ret, half_cost, seeds, met = rows[0]
     assert (env, algorithm, seeds) == (ENV, "ppo_lag", "2")
     # final = the last 10% of two epochs = the last epoch; mean ± sample std over the two seeds
     finals = {k: [float(read_metrics(run_dir(bench.root, s))[-1][k]) for s in (0, 1)]
               for k in ("episode/return", "episode/cost")}
     assert ret == f"{np.mean(finals['episode/return']):.2f} ± {np.std(finals['episode/return'], ddof=1):.2f}"
     assert cost == f"{np.mean(finals['episode/cost']):.2f} ± {np.std(finals['episode/cost'], ddof=1):.2f}"
+    # the 2nd half of two epochs is the last one too: the same values as the final ones
+    assert (half_ret, half_cost) == (ret, cost)
     assert met == ("yes (≤ 25)" if np.mean(finals["episode/cost"]) <= 25 else "no (> 25)")
     text = (bench.root / "out" / "results.md").read_text()
     assert "Command: `kfcpo benchmark --algorithms ppo_lag --envs SafetyPointGoal1-v0" in text
@@ -132,7 +137,7 @@ def test_second_invocation_skips_complete_runs(bench: Bench) -> None:
         assert f"skip    {ENV}/ppo_lag/seed{seed} (complete: 1000 steps)" in bench.second.out
     assert "start " not in bench.second.out and "resume " not in bench.second.out
     assert mtimes(bench.root) == bench.mtimes_before_second  # no run folder touched
-    assert table_rows(bench.root / "out" / "results.md")[2][4] == "2"
+    assert table_rows(bench.root / "out" / "results.md")[2][SEEDS_COLUMN] == "2"
 
 
 @pytest.mark.slow
@@ -165,7 +170,7 @@ def test_failed_run_is_reported_and_the_rest_tabled(bench: Bench, tmp_path: Path
     assert result.code == EXIT_FAILED
     assert f"{ENV}/ppo_lag/seed2: exit code 2" in result.err
     assert "is not a readable checkpoint" in result.err  # the end of its log
-    assert table_rows(tmp_path / "out" / "results.md")[2][4] == "2"  # seeds 0 and 1
+    assert table_rows(tmp_path / "out" / "results.md")[2][SEEDS_COLUMN] == "2"  # seeds 0 and 1
     assert (tmp_path / "out" / "curves.png").is_file()
 
 
@@ -182,7 +187,7 @@ def test_report_tables_complete_runs_and_starts_none(bench: Bench, tmp_path: Pat
     assert f"missing {ENV}/kfcpo/seed0 (0 of 1000 steps)" in result.out
     assert mtimes(tmp_path) == before and not (tmp_path / "runs" / ENV / "kfcpo").exists()
     rows = table_rows(tmp_path / "out" / "results.md")[2:]
-    assert [(r[1], r[4]) for r in rows] == [("ppo_lag", "2"), ("kfcpo", "0")]
+    assert [(r[1], r[SEEDS_COLUMN]) for r in rows] == [("ppo_lag", "2"), ("kfcpo", "0")]
     text = (tmp_path / "out" / "results.md").read_text()
     assert "Command: `kfcpo benchmark --algorithms ppo_lag kfcpo " in text
     assert "--report" not in text
@@ -218,6 +223,19 @@ def test_final_value_is_the_mean_of_the_last_tenth_of_epochs() -> None:
     assert final_value(synthetic_run([1.0, 2.0, 3.0]), "episode/return") == 3.0  # at least one epoch
     assert final_value(synthetic_run([*ret[:18], 7.0, math.nan]), "episode/return") == 7.0
     assert math.isnan(final_value(synthetic_run([1.0, math.nan]), "episode/return"))
+
+
+def test_second_half_is_the_mean_of_the_last_half_of_epochs() -> None:
+    ret = [float(i) for i in range(20)]
+    assert second_half(synthetic_run(ret), "episode/return") == pytest.approx(sum(range(10, 20)) / 10)
+    assert second_half(synthetic_run(ret[:5]), "episode/return") == pytest.approx((2 + 3 + 4) / 3)  # ceil
+    assert second_half(synthetic_run([*ret[:19], math.nan]), "episode/return") == pytest.approx(
+        sum(range(10, 19)) / 9)
+
+
+def test_seed_spread_is_the_sample_std() -> None:
+    assert mean_std([1.0, 2.0, 6.0]) == f"3.00 ± {np.std([1.0, 2.0, 6.0], ddof=1):.2f}"
+    assert mean_std([4.0]) == "4.00"  # one seed: no spread
 
 
 def test_a_longer_run_is_cut_at_the_budget() -> None:

@@ -26,7 +26,15 @@ from kfcpo.tools.commands import ABLATE_RUNS_DIR
 from kfcpo.tools.grid import GridSpec, check
 from kfcpo.tools.plot import plot_runs
 from kfcpo.tools.provenance import code_version, timestamp
-from kfcpo.tools.results import FINAL_FRACTION, NO_VALUE, complete_runs, final_value, mean_std
+from kfcpo.tools.results import (
+    FINAL_FRACTION,
+    HALF,
+    NO_VALUE,
+    complete_runs,
+    final_value,
+    mean_std,
+    second_half,
+)
 
 PROG = "kfcpo ablate"
 REPORT_FILE = "ablations.md"
@@ -34,9 +42,6 @@ REPORT_FILE = "ablations.md"
 DIAGNOSTICS = (GUARD_ROLLBACK_FRAC, BLENDER_W_C)
 HEADER = ("variant", "what changes", "final return", "final cost", "return, 2nd half", "cost, 2nd half",
           "seeds", "rollback rate", "w_c")
-# Per-epoch costs swing by tens between epochs, and "final" at 200k steps is one epoch: the
-# mean over the second half of the epochs is reported beside it as the steadier measure.
-HALF = 0.5
 VARIANT_JOBS = 1  # one run at a time: a variant's runs share the machine with nothing else
 
 
@@ -64,13 +69,6 @@ def mean_over_epochs(run: Run, metric: str) -> float:
     values = run.metrics.get(metric)
     if values is None:
         return math.nan
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if len(values) else math.nan
-
-
-def second_half(run: Run, metric: str) -> float:
-    """The mean of `metric` over the run's last HALF of epochs (NaN epochs ignored)."""
-    values = run.metrics[metric][len(run.steps) - max(1, math.ceil(HALF * len(run.steps))):]
     values = values[~np.isnan(values)]
     return float(values.mean()) if len(values) else math.nan
 
@@ -105,7 +103,7 @@ def write_report(spec: AblationSpec, runs_dir: Path, out: Path, command: str) ->
         f"{spec.env}, {spec.total_steps:,} env steps per run, {spec.steps_per_epoch:,} "
         f"per epoch, {spec.num_envs} envs, seeds {', '.join(map(str, spec.seeds))}. Final = a "
         f"run's mean over its last {FINAL_FRACTION:.0%} of epochs, 2nd half over the last "
-        f"{HALF:.0%}; mean ± std over seeds. "
+        f"{HALF:.0%}; mean ± sample std over seeds. "
         "Rollback rate and w_c: mean over all epochs and seeds.",
     ]
     for title, names in spec.studies.items():
