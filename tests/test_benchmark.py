@@ -122,7 +122,9 @@ def test_results_table_and_curves(bench: Bench) -> None:
     assert "Date: " in text
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False)
-    expected = f"Code: git commit {head.stdout.strip()}" if head.returncode == 0 else "(not a git checkout)"
+    # the commit the runs recorded in their config.yaml (this checkout's), then the report's
+    short = head.stdout.strip()
+    expected = f"Code: runs made at git commit {short}" if head.returncode == 0 else "(not a git checkout)"
     assert expected in text
 
     curves = bench.root / "out" / "curves.png"

@@ -25,7 +25,7 @@ from kfcpo.tools.benchmark import run_spec
 from kfcpo.tools.commands import ABLATE_RUNS_DIR
 from kfcpo.tools.grid import GridSpec, check
 from kfcpo.tools.plot import plot_runs
-from kfcpo.tools.provenance import code_version, timestamp
+from kfcpo.tools.provenance import runs_code, timestamp
 from kfcpo.tools.results import (
     FINAL_FRACTION,
     HALF,
@@ -115,7 +115,8 @@ def write_report(spec: AblationSpec, runs_dir: Path, out: Path, command: str) ->
             figure = plot_runs(runs, out / f"{slug(title)}.png", band="std", group_by=("variant",),
                                title=f"{title}: mean over seeds, band ± std")
             lines += ["", f"![{title}]({figure.name})"]
-    lines += ["", f"Command: `{command}`", "", f"Code: {code_version()}", "", f"Date: {timestamp()}"]
+    every_run = (r.config for runs in by_variant.values() for r in runs)
+    lines += ["", f"Command: `{command}`", "", f"Code: {runs_code(every_run)}", "", f"Date: {timestamp()}"]
     report = out / REPORT_FILE
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -14,7 +14,7 @@ from kfcpo.metrics_schema import EPISODE_COST, EPISODE_RETURN
 from kfcpo.run.history import Run, cost_limits, group_runs, load_runs
 from kfcpo.tools.grid import GridSpec, RunSpec, is_complete
 from kfcpo.tools.plot import plot_runs
-from kfcpo.tools.provenance import code_version, timestamp
+from kfcpo.tools.provenance import runs_code, timestamp
 
 FINAL_FRACTION = 0.1  # "final" = mean over this last fraction of a run's epochs (at least one)
 # One epoch's episodes are a noisy sample of the policy's cost (PointGoal1: ~20 episodes,
@@ -101,7 +101,7 @@ def results_markdown(spec: GridSpec, runs: Sequence[Run]) -> str:
         "",
         f"Command: `{spec.command()}`",
         "",
-        f"Code: {code_version()}",
+        f"Code: {runs_code(r.config for r in runs)}",
         "",
         f"Date: {timestamp()}",
     ]
