@@ -48,10 +48,12 @@ def nan_tolerant_distributions() -> Iterator[None]:
 
 
 class PolicyMover:
-    """Moves the policy and can put it back exactly (parameters and optimizer state)."""
+    """Moves the policy and can put it back exactly (parameters and optimizer state).
+    `moves` counts the calls that changed (or may have changed) the parameters."""
 
     def __init__(self, actor: GaussianActor, precond: Preconditioner) -> None:
         self.actor, self.precond = actor, precond
+        self.moves = 0
 
     def snapshot(self) -> tuple[torch.Tensor, Any]:
         """The policy's flat parameters and the preconditioner's optimizer state."""
@@ -63,16 +65,40 @@ class PolicyMover:
         set_flat(self.actor, flat)
         if opt_state is not None:
             self.precond.load_step_state(opt_state)
+        self.moves += 1
 
     def apply(self, step: torch.Tensor) -> None:
         """Move the policy by `step` (through the preconditioner's optimizer, if any)."""
         self.precond.apply_step(step)
+        self.moves += 1
 
     def old_distribution(self, obs: torch.Tensor) -> Normal:
         """The policy's current distribution on `obs`, without a graph (the reference a
         KL is measured from)."""
         with torch.no_grad():
             return self.actor.distribution(obs)
+
+
+class RolloutDrift:
+    """The policy's drift from the rollout policy: `mean_kl` on the whole rollout's states,
+    measured once per parameter state. The update asks for it after a step, after the pass
+    and for the epoch's metric, often with no move in between (KL rollback's full-batch
+    step: after the step and again after its pass); a forward pass over every state of
+    the rollout each time. Asked again before the `mover` moved the policy, it returns the
+    measurement it has (the same number: the same parameters, the same computation)."""
+
+    def __init__(self, mover: PolicyMover, obs: torch.Tensor) -> None:
+        self.mover, self.obs = mover, obs
+        self.rollout_policy = mover.old_distribution(obs)  # the policy now: KL 0
+        self._kl: float | None = None
+        self._at_moves = mover.moves  # the mover's count when `_kl` was measured
+
+    def __call__(self) -> float:
+        """KL(pi_theta || rollout policy) averaged over the rollout's states and ranks."""
+        if self._kl is None or self._at_moves != self.mover.moves:
+            self._kl = mean_kl(self.mover.actor, self.obs, self.rollout_policy)
+            self._at_moves = self.mover.moves
+        return self._kl
 
 
 Objectives = tuple[torch.Tensor, torch.Tensor | None]

@@ -34,7 +34,8 @@ class Preconditioner(ABC):
 
     @abstractmethod
     def solve(self, g: torch.Tensor) -> torch.Tensor:
-        """F^-1 g for a flat vector g."""
+        """F^-1 g for a flat vector g; may be g itself (F = I), so neither is changed in
+        place by anyone: gradients and directions are read-only."""
 
     @abstractmethod
     def quad(self, v: torch.Tensor) -> torch.Tensor:
