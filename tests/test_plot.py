@@ -117,3 +117,36 @@ def test_not_a_run_folder_is_one_line_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kfcpo: error: ")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_trailing_mean_by_hand() -> None:
+    values = np.array([1.0, 3.0, np.nan, 8.0, 2.0])
+    # window 2: [1], [1, 3], [3, nan], [nan, 8], [8, 2]
+    np.testing.assert_allclose(plot.trailing_mean(values, 2), [1.0, 2.0, 3.0, 8.0, 5.0])
+    np.testing.assert_allclose(plot.trailing_mean(values, 3), [1.0, 2.0, 2.0, 5.5, 5.0])
+    assert plot.trailing_mean(values, 1) is values  # 1 = raw
+    assert np.isnan(plot.trailing_mean(np.array([np.nan, np.nan]), 2)).all()
+
+
+def test_smoothed_aggregate_averages_each_run_before_the_seeds() -> None:
+    cfg = {"algorithm": "a", "env": {"id": "E"}, "seed": 0, "cost_limit": 5.0}
+    steps = np.array([100.0, 200.0, 300.0])
+    a = Run(Path("."), cfg, steps, {"episode/return": np.array([0.0, 10.0, 20.0])})
+    b = Run(Path("."), {**cfg, "seed": 1}, steps, {"episode/return": np.array([4.0, 4.0, 10.0])})
+    _, mean, low, high = plot.aggregate([a, b], "episode/return", smooth=2)
+    # a: 0, 5, 15; b: 4, 4, 7 -> means 2, 4.5, 11 at the grid's ends
+    assert mean[0] == pytest.approx(2.0) and mean[-1] == pytest.approx(11.0)
+    assert (low[-1], high[-1]) == (7.0, 15.0)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_bad_smooth_is_one_line_error(tmp_path: Path, capsys, bad: str) -> None:
+    code = None
+    try:
+        code = kfcpo(["plot", str(tmp_path), "-o", str(tmp_path / "x.png"), "--smooth", bad])
+    except SystemExit as exit_:  # argparse rejects a non-integer itself
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("kfcpo: error: ") and "smooth" in err[-1]
+    assert not (tmp_path / "x.png").exists()

@@ -132,6 +132,8 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="the image to write (.png, .pdf or .svg)")
     p.add_argument("--cost-limit", type=finite_float, help="dashed line here (default: the runs' cost_limit)")
     p.add_argument("--band", choices=PLOT_BANDS, default="minmax", help="band across seeds (default minmax)")
+    p.add_argument("--smooth", type=int, default=1, metavar="EPOCHS",
+                   help="each run's curve as its trailing mean over this many epochs (default 1: raw)")
     p.add_argument("--group-by", nargs="+", default=["algorithm"], metavar="KEY",
                    help="dotted config keys whose values name a group (default: algorithm)")
     p.add_argument("--title", help="figure title")

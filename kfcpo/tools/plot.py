@@ -38,8 +38,26 @@ PALETTE, PALETTE_SIZE = "tab10", 10  # one colour per group label, cycling after
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def aggregate(runs: Sequence[Run], metric: str, band: str = "minmax") -> tuple[np.ndarray, ...]:
-    """(grid, mean, low, high) of `metric` across runs on a common step grid.
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Each epoch's value as the mean of the last `window` epochs up to it (fewer at the
+    start; NaN epochs ignored, NaN where the whole window is): one epoch's episodes are a
+    noisy sample, and a trailing window shows only what had happened by that step."""
+    if window <= 1:
+        return values
+    out = np.full(len(values), np.nan)
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        part = part[~np.isnan(part)]
+        if len(part):
+            out[i] = part.mean()
+    return out
+
+
+def aggregate(
+    runs: Sequence[Run], metric: str, band: str = "minmax", smooth: int = 1
+) -> tuple[np.ndarray, ...]:
+    """(grid, mean, low, high) of `metric` across runs on a common step grid, each run's
+    values first replaced by their trailing mean over `smooth` epochs.
 
     The grid spans only the steps every run covers, so no run is extrapolated; runs
     with one point each (a one-epoch run) give a grid of those points' common step.
@@ -48,7 +66,7 @@ def aggregate(runs: Sequence[Run], metric: str, band: str = "minmax") -> tuple[n
     for r in runs:
         ok = ~np.isnan(r.metrics[metric])
         if ok.any():
-            curves.append((r.steps[ok], r.metrics[metric][ok]))
+            curves.append((r.steps[ok], trailing_mean(r.metrics[metric], smooth)[ok]))
     if not curves:
         return (np.empty(0),) * 4
     start = max(s[0] for s, _ in curves)
@@ -66,6 +84,13 @@ def aggregate(runs: Sequence[Run], metric: str, band: str = "minmax") -> tuple[n
     return grid, mean, values.min(axis=0), values.max(axis=0)
 
 
+def check_smooth(smooth: object) -> int:
+    """`smooth` as a window of epochs (an integer >= 1); ConfigError if not."""
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ConfigError(f"--smooth: got {smooth!r}; expected an integer >= 1 (epochs; 1 = raw curves)")
+    return smooth
+
+
 def check_image_path(out: str | Path) -> Path:
     """`out` as an image file matplotlib can write and kfcpo can create; ConfigError if not."""
     valid = f"an image file path ending in one of {', '.join(IMAGE_SUFFIXES)}, e.g. curves.png"
@@ -75,9 +100,9 @@ def check_image_path(out: str | Path) -> Path:
 
 
 def _draw_panel(ax: plt.Axes, env: str, metric: str, name: str, by_label: dict[str, list[Run]],
-                colors: dict, band: str, cost_limit: float | None) -> None:
+                colors: dict, band: str, cost_limit: float | None, smooth: int) -> None:
     for label, members in by_label.items():
-        grid, mean, low, high = aggregate(members, metric, band)
+        grid, mean, low, high = aggregate(members, metric, band, smooth)
         if not len(grid):
             continue
         seeds = len(members)
@@ -106,12 +131,14 @@ def plot_runs(
     band: str = "minmax",
     group_by: Sequence[str] = ("algorithm",),
     title: str | None = None,
+    smooth: int = 1,
 ) -> Path:
     """Draw one row per env (return | cost vs env steps) and save the figure at `out`."""
     if not runs:
         raise ConfigError("RUN_DIR: no runs to plot; expected at least one run folder")
     if band not in BANDS:
         raise ConfigError(f"--band: got '{band}'; expected one of {', '.join(BANDS)}")
+    check_smooth(smooth)
     groups = group_runs(runs, group_by)
     labels = sorted({label for by_label in groups.values() for label in by_label})
     # One colour per group label, the same in every panel.
@@ -122,9 +149,10 @@ def plot_runs(
     )
     for row, (env, by_label) in enumerate(groups.items()):
         for col, (metric, name) in enumerate(METRICS):
-            _draw_panel(axes[row][col], env, metric, name, by_label, colors, band, cost_limit)
+            _draw_panel(axes[row][col], env, metric, name, by_label, colors, band, cost_limit, smooth)
     band_name = "min-max" if band == "minmax" else "\u00b1 std"
-    fig.suptitle(title or f"mean over seeds, band: {band_name}", fontsize="medium")
+    smoothed = f", each run's trailing mean over {smooth} epochs" if smooth > 1 else ""
+    fig.suptitle(title or f"mean over seeds, band: {band_name}{smoothed}", fontsize="medium")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
     if args.cost_limit is not None and not math.isfinite(args.cost_limit):
         raise ConfigError(f"--cost-limit: got {args.cost_limit}; expected a finite number")
     check_image_path(args.out)
+    check_smooth(args.smooth)
     runs = load_runs(args.runs)
     out = plot_runs(runs, args.out, cost_limit=args.cost_limit, band=args.band,
-                    group_by=args.group_by, title=args.title)
+                    group_by=args.group_by, title=args.title, smooth=args.smooth)
     print(f"{len(runs)} runs -> {out}")
     return 0
