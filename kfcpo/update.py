@@ -198,13 +198,15 @@ def critic_update(
     hooks outside the forward they belong to. They are written out by hand
     (kfcpo.models.critic_grad), bit-identical to torch.autograd.grad at a fraction of its
     per-step overhead (docs/algorithm.md 4.4); an activation without a hand-written
-    backward takes autograd (`_critic_update_autograd`)."""
+    backward takes autograd (`_autograd_grads`)."""
+    params = list(critics.parameters())
     analytic = SummedMSEGrad.of(critics)
     # Autograd casts each gradient back to its input's dtype; the hand-written backward
     # assumes there is nothing to cast.
     if analytic is None or targets.dtype != critics.weights[0].dtype:
-        return _critic_update_autograd(critics, targets, obs, optimizer, cfg, generator)
-    params = list(critics.parameters())
+        grads_of = partial(_autograd_grads, critics, params)
+    else:
+        grads_of = analytic.grads
     # Detached views of the same storage: the in-place L2 add records no graph on them.
     values = [p.detach() for p in params]
     step = AdamStep(optimizer, params)
@@ -214,7 +216,7 @@ def critic_update(
     for _ in range(cfg.critic_iters):
         for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
             # index_select copies the same rows as obs[idx] with less dispatch overhead.
-            grads, diff = analytic.grads(obs.index_select(0, idx), targets.index_select(1, idx))
+            grads, diff = grads_of(obs.index_select(0, idx), targets.index_select(1, idx))
             grads = all_mean_each(grads)
             if l2_slope:  # in place: the gradients are this step's own tensors
                 torch._foreach_add_(grads, values, alpha=l2_slope)
@@ -226,29 +228,11 @@ def critic_update(
     return float("nan") if diff is None else float(diff.pow(2).mean(1).sum())
 
 
-def _critic_update_autograd(
-    critics: Critics,
-    targets: torch.Tensor,
-    obs: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    cfg: UpdateConfig,
-    generator: torch.Generator,
-) -> float:
-    """`critic_update` with gradients from torch.autograd.grad: for activations without a
-    hand-written backward, and the reference the hand-written path is tested against."""
-    params = list(critics.parameters())
-    mse = torch.tensor(float("nan"))
-    for _ in range(cfg.critic_iters):
-        for idx in torch.randperm(obs.shape[0], generator=generator).split(cfg.critic_minibatch_size):
-            mse = (critics(obs[idx]) - targets[:, idx]).pow(2).mean(1).sum()
-            grads = all_mean_each(list(torch.autograd.grad(mse, params)))
-            if cfg.critic_l2:
-                with torch.no_grad():  # in place: the gradients are this step's own tensors
-                    torch._foreach_add_(grads, params, alpha=2.0 * cfg.critic_l2)
-            if cfg.critic_max_grad_norm:
-                grads = _clip_each_critic(grads, cfg.critic_max_grad_norm)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(mse.detach())
+def _autograd_grads(
+    critics: Critics, params: list[torch.Tensor], obs: torch.Tensor, targets: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`SummedMSEGrad.grads` by torch.autograd.grad, for critics without a hand-written
+    backward: the gradients and the residual critics(obs) - targets."""
+    diff = critics(obs) - targets
+    grads = torch.autograd.grad(diff.pow(2).mean(1).sum(), params)
+    return list(grads), diff.detach()
