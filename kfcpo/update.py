@@ -21,6 +21,7 @@ import torch
 from kfcpo.adam import AdamStep
 from kfcpo.algorithm import Algorithm
 from kfcpo.blender.base import Directions
+from kfcpo.clip import CLIP_EPS, clip_is_identity
 from kfcpo.data.batch import Batch
 from kfcpo.dist import all_mean, all_mean_each
 from kfcpo.flat import flat_grad, params_of
@@ -38,11 +39,6 @@ from kfcpo.models.critic_grad import SummedMSEGrad
 
 # minibatch_size 0: the whole rollout (each rank's share of it) is one minibatch.
 FULL_BATCH = 0
-# torch's clip_grad_norm_ divides by (norm + 1e-6); the critics' clip keeps its rule.
-CLIP_EPS = 1e-6
-# Relative margin of the clip's shortcut (see _clip_each_critic): a thousand times the
-# ~1e-6 by which float32 norms summed in different orders can differ.
-CLIP_SLACK = 1e-3
 
 
 @dataclass
@@ -172,7 +168,7 @@ def _clip_each_critic(grads: list[torch.Tensor], max_norm: float) -> list[torch.
         # else, NaN included, takes the exact rule. One norm of the concatenation costs
         # about half of a norm per tensor and a norm of the norms (17 -> 10 us per step).
         total = float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads])))
-        if (total + CLIP_EPS) * (1.0 + CLIP_SLACK) < max_norm:
+        if clip_is_identity(total, max_norm):
             return grads
         squares = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0)
         coef = torch.clamp(max_norm / (squares.sqrt() + CLIP_EPS), max=1.0)

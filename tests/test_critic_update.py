@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from kfcpo.clip import CLIP_EPS
 from kfcpo.models import COST, REWARD, Critics
 from kfcpo.models.mlp import mlp
-from kfcpo.update import CLIP_EPS, UpdateConfig, _clip_each_critic, critic_update
+from kfcpo.update import UpdateConfig, _clip_each_critic, critic_update
 
 LR = 0.1
 OBS_DIM, HIDDEN = 3, [8, 8]

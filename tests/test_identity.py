@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from kfcpo.adam import adam
+from kfcpo.clip import CLIP_SLACK
 from kfcpo.flat import get_flat
 from kfcpo.models.actor import GaussianActor
-from kfcpo.preconditioner.identity import CLIP_SLACK, Identity
+from kfcpo.preconditioner.identity import Identity
 
 OBS, ACT, MAX_NORM, LR = 5, 2, 0.5, 1e-2
 STEPS = 6  # several Adam steps, so its moments carry the earlier steps

@@ -10,15 +10,11 @@ import torch
 from torch import nn
 
 from kfcpo.adam import adam
+from kfcpo.clip import clip_is_identity
 from kfcpo.models.actor import GaussianActor
 from kfcpo.preconditioner.base import Preconditioner
 
 LR_DECAYS = ("none", "linear")
-# torch's clip_grad_norm_ scales by clamp(max_norm / (norm + 1e-6), max=1).
-CLIP_EPS = 1e-6
-# Relative margin of the clip's shortcut (see `_clip`): a thousand times the ~1e-6 by which
-# float32 norms summed in different orders differ (the rule of kfcpo.update's critic clip).
-CLIP_SLACK = 1e-3
 
 
 class Identity(Preconditioner):
@@ -94,7 +90,7 @@ class Identity(Preconditioner):
         gradient, coefficient and scaling of every gradient by 1. Anything else, NaN
         included, takes torch's own rule."""
         norm = float(torch.linalg.vector_norm(step))
-        if (norm + CLIP_EPS) * (1.0 + CLIP_SLACK) < self.max_grad_norm:
+        if clip_is_identity(norm, self.max_grad_norm):
             return
         nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
 
