@@ -67,7 +67,7 @@ def mean_std(values: Sequence[float]) -> str:
 
 
 def table_row(env: str, algorithm: str, runs: Sequence[Run]) -> tuple[str, ...]:
-    """One (env, algorithm) row: final return and cost over seeds, limit met."""
+    """One (env, algorithm) row: final and 2nd-half return and cost over seeds, limit met."""
     if not runs:
         return (env, algorithm, *[NO_VALUE] * 4, "0", NO_VALUE)
     returns = [final_value(r, EPISODE_RETURN) for r in runs]
