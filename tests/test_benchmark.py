@@ -269,3 +269,24 @@ def test_a_bad_override_stops_before_any_run(tmp_path: Path) -> None:
     err = result.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kfcpo: error: ") and "no_such_key" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_queued_run_says_start_when_it_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    """With one job the second run starts after the first is done, and its progress line
+    says so then, not when it is queued (the fit processes are stood in for: no env here)."""
+    from kfcpo.tools import grid
+
+    spec = grid.GridSpec(algorithms=("ppo_lag",), envs=(ENV,), seeds=(0, 1), total_steps=1000,
+                         out=tmp_path / "out", runs_dir=tmp_path / "runs")
+    started: list[str] = []
+
+    def fake_fit(cmd, **kwargs):
+        started.append(next(a for a in cmd if a.startswith("seed=")))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(grid.subprocess, "run", fake_fit)
+    assert grid.run_grid(spec, spec.runs(), jobs=1) == []
+    assert started == ["seed=0", "seed=1"]
+    lines = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    names = [f"{ENV}/ppo_lag/seed{s}" for s in (0, 1)]
+    assert lines == [["start", names[0]], ["done", names[0]], ["start", names[1]], ["done", names[1]]]

@@ -180,6 +180,9 @@ def fit_command(spec: GridSpec, run: RunSpec, resume: Path | None) -> list[str]:
 def execute(cmd: list[str], run: RunSpec, resume: Path | None) -> int:
     """Run one fit, its stdout and stderr appended to its log; its exit code."""
     run.dir.mkdir(parents=True, exist_ok=True)
+    # Said when the fit starts, not when it is queued: with --jobs 1 a run waits for the
+    # ones before it, and a queued run shown as started reads as several running at once.
+    print(f"  resume  {run.name} from {resume}" if resume else f"  start   {run.name}", flush=True)
     start = time.monotonic()
     with open(run.dir / LOG_FILE, "a") as log:
         how = f"resume from {resume}" if resume else "fresh start"
@@ -201,17 +204,15 @@ def report_missing(spec: GridSpec, runs: Sequence[RunSpec]) -> list[Failure]:
 
 
 def run_grid(spec: GridSpec, runs: Sequence[RunSpec], jobs: int) -> list[Failure]:
-    """Skip, resume or start each run, `jobs` at a time; the runs that failed."""
+    """Skip, resume or start each run, `jobs` at a time (each says so as it starts); the
+    runs that failed."""
     todo: list[tuple[RunSpec, Path | None]] = []
     for run in runs:
         merge_prior_metrics(run.dir)  # rows an older kfcpo stashed, interrupted while resuming
         if is_complete(run.dir, spec.total_steps):
             print(f"  skip    {run.name} (complete: {reached_steps(run.dir):.0f} steps)", flush=True)
             continue
-        resume = prepare_incomplete(run)
-        how = f"resume  {run.name} from {resume}" if resume else f"start   {run.name}"
-        print(f"  {how}", flush=True)
-        todo.append((run, resume))
+        todo.append((run, prepare_incomplete(run)))
     if not todo:
         return []
     with ThreadPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
