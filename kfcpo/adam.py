@@ -1,4 +1,5 @@
-"""The one Adam the framework builds (critics, and the policy under the identity preconditioner)."""
+"""The one Adam the framework builds (critics, and the policy under the identity preconditioner),
+and its step without Adam.step's per-call overhead (`AdamStep`)."""
 
 from __future__ import annotations
 
