@@ -29,6 +29,7 @@ from kfcpo.algorithm import Algorithm
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.cost_window import EpisodeCostWindow
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
+from kfcpo.data.worker_rollout import WorkerRolloutCollector
 from kfcpo.dist import all_sum, assert_same_on_ranks, world_size
 from kfcpo.envs import ObsNormalizer, make_vector_env, space_dims
 from kfcpo.envs.state import EnvStateError
@@ -37,6 +38,9 @@ from kfcpo.registry import Registry
 from kfcpo.run.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.run.encoding import numpy_state_from_tensors, numpy_state_to_tensors
 from kfcpo.update import UpdateConfig, critic_update, policy_update
+
+# env.engine: where the rollout runs the policy (kfcpo.config.validate.ENGINE_MODES).
+COLLECTORS: dict[str, type[RolloutCollector]] = {"step": RolloutCollector, "worker": WorkerRolloutCollector}
 
 
 @contextmanager
@@ -118,18 +122,19 @@ class SafeRLModule(pl.LightningModule):
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
+        steps_per_env = per_rank // cfg.env.num_envs
+        worker = cfg.env.engine == "worker"  # its pool shares an epoch's arrays with the workers
         envs = make_vector_env(cfg.env.id, cfg.env.num_envs, seed=seed, vector=cfg.env.vector,
-                               workers=cfg.env.workers)
+                               workers=cfg.env.workers, epoch_steps=steps_per_env if worker else None)
         gae_cfg = GAEConfig.from_config(cfg)
-        self.collector = RolloutCollector(
-            envs, self.actor, self.critics, self.normalizer,
-            per_rank // cfg.env.num_envs, gae_cfg, seed,
+        self.collector = COLLECTORS[cfg.env.engine](
+            envs, self.actor, self.critics, self.normalizer, steps_per_env, gae_cfg, seed,
         )
 
     def teardown(self, stage: str) -> None:
         """Close the envs."""
         if self.collector is not None:
-            self.collector.envs.close()
+            self.collector.close()
             self.collector = None
 
     def _collect(self) -> Rollout:

@@ -29,6 +29,7 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["env.vector=threads"], "env.vector: got 'threads'; expected one of sync, async"),
         (["env.workers=-1"], "env.workers: got -1; expected an integer >= 0 (0 = one worker process"),
         (["env.workers=two"], "env.workers:"),
+        (["env.engine=threads"], "env.engine: got 'threads'; expected one of step, worker"),
         (["env.num_envs=3"], "steps_per_epoch: 20000 is not a multiple of env.num_envs=3"),
         (["env.id=SafetyPointButon1-v0"], "env.id: unknown env id 'SafetyPointButon1-v0'"),
         (["trainer.max_epochs=3"], "trainer.max_epochs: set by kfcpo from total_steps / steps_per_epoch"),

@@ -20,6 +20,11 @@ class EnvConfig:
     # async only: worker processes stepping the envs, each a contiguous block of them
     # (0 = one per usable core; never more than num_envs). Results do not depend on it.
     workers: int = 0
+    # Where the policy runs during a rollout: step (this process, one round trip to the
+    # envs per vector step) | worker (in the env workers, a whole epoch per message;
+    # observations normalized with the statistics of the previous epoch's end;
+    # docs/algorithm.md 4.5.1). With vector=sync, worker runs its loop in this process.
+    engine: str = "step"
     normalize_obs: bool = True
     obs_clip: float = 5.0  # normalized observations clipped to +-5 (OmniSafe's obs normalizer)
 

@@ -19,6 +19,7 @@ from kfcpo.registry import COMPONENT_FAMILIES, Registry, RegistryError, split_se
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 VECTOR_MODES = ("sync", "async")
+ENGINE_MODES = ("step", "worker")
 COST_ADV_MODES = ("center", "standardize", "none")
 # The policy throwaway preconditioners are built on: obs dim, action dim, hidden sizes.
 TINY_POLICY = (2, 1, (2,))
@@ -49,6 +50,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("env.num_envs", _positive, "an integer >= 1"),
     ("env.vector", _choice(VECTOR_MODES), f"one of {', '.join(VECTOR_MODES)}"),
     ("env.workers", lambda x: x >= 0, "an integer >= 0 (0 = one worker process per core)"),
+    ("env.engine", _choice(ENGINE_MODES), f"one of {', '.join(ENGINE_MODES)}"),
     ("env.obs_clip", _positive, "> 0"),
     ("threads", lambda x: x >= 0, "an integer >= 0 (0 = torch default)"),
     ("total_steps", _positive, "an integer >= 1"),

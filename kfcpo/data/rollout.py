@@ -111,6 +111,10 @@ class RolloutCollector:
         for k in _EPISODE_STATE:
             setattr(self, k, state[k].numpy().copy())
 
+    def close(self) -> None:
+        """Close the envs."""
+        self.envs.close()
+
     def _tensor(self, obs: np.ndarray) -> torch.Tensor:
         """Normalized observations on the networks' device (buffers stay on the CPU)."""
         return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32, device=self.device)

@@ -66,6 +66,7 @@ def make_vector_env(
     max_episode_steps: int | None = None,
     context: str | None = None,
     workers: int = AUTO_WORKERS,
+    epoch_steps: int | None = None,
 ) -> VectorCost:
     """``num_envs`` copies of a task, env ``i`` seeded with ``seed + i``.
 
@@ -73,7 +74,9 @@ def make_vector_env(
     of envs each (0: one per usable core; never more than ``num_envs``); ``context`` is
     the multiprocessing start method (the platform default when None). The layout never
     changes the results: the same seed gives the same arrays with any ``vector`` and
-    ``workers``.
+    ``workers``. ``epoch_steps`` (the worker engine's steps per env and epoch) makes an
+    async pool share that epoch's arrays with its workers (``PoolVectorEnv``); a sync
+    vector env needs nothing for it.
     """
     validate_env_id(env_id)
     if num_envs < 1:
@@ -93,7 +96,7 @@ def make_vector_env(
     if vector == "sync":
         venv = SyncVectorEnv(env_fns)
     elif vector == "async":
-        venv = PoolVectorEnv(env_fns, n_workers, context=context)
+        venv = PoolVectorEnv(env_fns, n_workers, context=context, epoch_steps=epoch_steps)
     else:
         raise ValueError(f"vector must be 'sync' or 'async', got {vector!r}")
     if seed is not None:

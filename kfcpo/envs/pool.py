@@ -14,6 +14,10 @@ order by the same ``_add_info``, and env ``i`` is seeded ``seed + i``. ``get_att
 ``set_attr`` and ``call`` reach every env in its worker, which exact resume relies on
 (``kfcpo.envs.state``).
 
+Built with ``epoch_steps`` (the worker engine, ``kfcpo.envs.policy_worker``), the pool
+also shares one epoch's (T, N, ...) arrays with its workers (``epoch_views``), and
+``run_epoch`` has every worker run the policy on its block for a whole epoch.
+
 Shutdown: ``close()`` asks every worker to close its envs and exit, then joins it
 (terminating one that does not answer in time); an error while stepping or resetting
 closes the pool before it is raised; workers exit on their own when the process that
@@ -35,7 +39,9 @@ from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoA
 from gymnasium.vector import VectorEnv
 
 from kfcpo.envs import pool_worker as pw
+from kfcpo.envs.epoch_buffers import EpochBuffers, EpochLayout
 from kfcpo.envs.layout import blocks
+from kfcpo.envs.policy_worker import EpochPlan, Final
 from kfcpo.envs.pool_buffers import StepBuffers
 
 # Seconds a closing worker gets to close its envs before it is terminated.
@@ -59,6 +65,7 @@ class _Pending(Enum):
     RESET = "reset"
     STEP = "step"
     CALL = "call"
+    POLICY = "policy"
 
 
 class PoolVectorEnv(VectorEnv):
@@ -69,6 +76,7 @@ class PoolVectorEnv(VectorEnv):
         env_fns: Sequence[Callable[[], gymnasium.Env]],
         workers: int,
         context: str | None = None,
+        epoch_steps: int | None = None,
     ) -> None:
         num_envs = len(env_fns)
         self._blocks = blocks(num_envs, workers)
@@ -82,6 +90,12 @@ class PoolVectorEnv(VectorEnv):
         ctx = mp.get_context(context)
         self._buffers = StepBuffers.create(ctx, num_envs, observation_space, action_space)
         self._arrays = self._buffers.views()
+        self._epoch_buffers: EpochBuffers | None = None
+        if epoch_steps is not None:
+            layout = EpochLayout(epoch_steps, num_envs, tuple(observation_space.shape),
+                                 observation_space.dtype.str, tuple(action_space.shape))
+            self._epoch_buffers = EpochBuffers.create(layout, ctx)
+        self.epoch_views = None if self._epoch_buffers is None else self._epoch_buffers.views()
         self._pending = _Pending.NONE
         self._pipes: list[Any] = []
         self._processes: list[Any] = []
@@ -94,7 +108,8 @@ class PoolVectorEnv(VectorEnv):
                 process = ctx.Process(
                     target=pw.serve,
                     name=f"kfcpo-env-worker-{w}",
-                    args=([env_fns[i] for i in block], block.start, self._buffers, child_end, inherited),
+                    args=([env_fns[i] for i in block], block.start, self._buffers, child_end, inherited,
+                          self._epoch_buffers),
                     daemon=True,  # never outlives a main process that exits without close()
                 )
                 process.start()
@@ -112,6 +127,11 @@ class PoolVectorEnv(VectorEnv):
     def workers(self) -> int:
         """The number of worker processes."""
         return len(self._blocks)
+
+    @property
+    def epoch_layout(self) -> EpochLayout | None:
+        """The shapes of ``epoch_views`` (None: built without ``epoch_steps``)."""
+        return None if self._epoch_buffers is None else self._epoch_buffers.layout
 
     # ------------------------------------------------------------------ protocol
     def _send(self, command: str, per_worker: Sequence[Any] | None = None) -> None:
@@ -161,7 +181,7 @@ class PoolVectorEnv(VectorEnv):
                 f"Calling `{expected.value}_wait` without a prior `{expected.value}_async`.", expected.value
             )
         self._pending = _Pending.NONE
-        if expected in (_Pending.STEP, _Pending.RESET):
+        if expected in (_Pending.STEP, _Pending.RESET, _Pending.POLICY):
             try:
                 return self._gather()
             except BaseException:
@@ -211,6 +231,17 @@ class PoolVectorEnv(VectorEnv):
         a = self._arrays
         return (np.copy(a["obs"]), np.copy(a["reward"]), np.copy(a["terminated"]),
                 np.copy(a["truncated"]), infos)
+
+    def run_epoch(self, plan: EpochPlan) -> list[Final]:
+        """Every worker runs ``plan`` on its block (``policy_worker.run_block``), reading
+        and writing ``epoch_views``; the truncated episodes' final observations of all
+        envs. An error closes the pool before it is raised (envs are half stepped)."""
+        self._assert_idle("run_epoch")
+        if self._epoch_buffers is None:
+            raise RuntimeError("this pool was built without epoch buffers: pass epoch_steps")
+        self._send(pw.POLICY, [plan] * self.workers)
+        self._pending = _Pending.POLICY
+        return [final for block in self._wait(_Pending.POLICY) for final in block]
 
     def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
         self._assert_idle("call_async")

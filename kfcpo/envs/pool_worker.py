@@ -7,6 +7,10 @@ Each env is stepped and autoreset exactly as gymnasium 0.29's ``SyncVectorEnv`` 
 ``info["final_info"]``), so a pool and a sync vector env of the same envs return the same
 arrays bit for bit. Arrays travel through ``StepBuffers``; the pipe carries the command
 and, back, the per-env info dicts (the main process merges them in env order).
+
+A pool built for the worker engine also hands each worker the epoch's arrays
+(``EpochBuffers``); the ``POLICY`` command then runs a whole epoch of the policy on the
+worker's block (``policy_worker.run_block``) and answers with its final observations.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from kfcpo.envs import policy_worker
+from kfcpo.envs.epoch_buffers import EpochBuffers
 from kfcpo.envs.pool_buffers import StepBuffers
 
 RESET, STEP, CALL, SET_ATTR, SPACES, CLOSE = "reset", "step", "call", "set_attr", "spaces", "close"
+POLICY = "policy"  # the worker engine: one epoch of the policy on the worker's block
 # How often an idle worker checks that the process that started it still exists: a parent
 # killed without closing the pool must not leave workers behind.
 PARENT_CHECK_S = 1.0
@@ -86,9 +93,14 @@ def call_block(envs: Sequence[gymnasium.Env], name: str, args: tuple, kwargs: di
 
 
 def _handle(command: str, data: Any, envs: list[gymnasium.Env], first: int,
-            arrays: dict[str, np.ndarray]) -> Any:
+            arrays: dict[str, np.ndarray], epoch_arrays: dict[str, np.ndarray] | None) -> Any:
     if command == STEP:
         return step_block(envs, first, arrays)
+    if command == POLICY:
+        if epoch_arrays is None:
+            raise RuntimeError("this pool was built without epoch buffers (epoch_steps)")
+        with policy_worker.one_thread():
+            return policy_worker.run_block(envs, first, data, epoch_arrays)
     if command == RESET:
         return reset_block(envs, first, arrays, data)
     if command == CALL:
@@ -110,6 +122,7 @@ def serve(
     buffers: StepBuffers,
     pipe: Connection,
     parent_end: Connection | None,
+    epoch_buffers: EpochBuffers | None = None,
 ) -> None:
     """Build this worker's envs, then answer commands until CLOSE or the parent is gone."""
     # Ctrl-C reaches the whole process group: the main process handles it and closes the
@@ -123,6 +136,7 @@ def serve(
         try:
             envs.extend(fn() for fn in env_fns)
             arrays = buffers.views()
+            epoch_arrays = None if epoch_buffers is None else epoch_buffers.views()
             pipe.send((True, None))
         except Exception as err:
             pipe.send(error_reply(err))
@@ -137,7 +151,7 @@ def serve(
                 pipe.send((True, None))
                 return
             try:
-                reply: Reply = (True, _handle(command, data, envs, first, arrays))
+                reply: Reply = (True, _handle(command, data, envs, first, arrays, epoch_arrays))
             except Exception as err:
                 reply = error_reply(err)
             pipe.send(reply)
