@@ -61,6 +61,12 @@ CASES = {
         "algorithm=ppo_lag", "env.vector=async", "env.num_envs=4", "env.workers=2", NO_DECAY,
     ],
     "kfcpo-sync-goal": ["algorithm=kfcpo", "env.vector=sync"],
+    # The worker engine: two workers running the policy on two envs each, episodes
+    # ending in every epoch; the envs' noise generators travel with the collector.
+    "ppo_lag-worker-blocks-short-episodes": [
+        "algorithm=ppo_lag", "env.vector=async", "env.num_envs=4", "env.workers=2", "env.engine=worker",
+        f"env.id={SHORT_EPISODES}", NO_DECAY,
+    ],
 }
 KILL_CASE = "ppo_lag-sync-short-episodes"
 KILL_TIMEOUT_S = 120
