@@ -18,6 +18,10 @@ def test_layouts_resolve_per_env_count() -> None:
     assert bench.resolve("async:2", 4).label == "async:2"
     assert bench.resolve("async:2", 1).label == "async:1"  # at most one worker per env
     assert bench.resolve("async:n", 8).label == "async:8"
+    worker = bench.resolve("async:2+worker", 4)
+    assert worker.label == "async:2+worker" and "env.engine=worker" in worker.overrides()
+    assert bench.resolve("sync+worker", 4).label == "sync+worker"
+    assert "env.engine=step" in bench.resolve("async:2", 4).overrides()
     with pytest.raises(Exception, match="async:W"):
         bench.resolve("threads", 2)
 

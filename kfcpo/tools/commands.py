@@ -164,7 +164,8 @@ def _add_throughput(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--num-envs", nargs="+", type=at_least(1), default=list(THROUGHPUT_NUM_ENVS),
                    help="env counts" + DEFAULT)
     p.add_argument("--layouts", nargs="+", default=list(THROUGHPUT_LAYOUTS),
-                   help="sync | async:W | async:n (one worker per env) | async:0 (one per core)")
+                   help="sync | async:W | async:n (one worker per env) | async:0 (one per core); "
+                        "a +worker suffix (async:2+worker) fits with env.engine=worker")
     p.add_argument("--algorithms", nargs="+", default=list(THROUGHPUT_ALGORITHMS), help="presets" + DEFAULT)
     p.add_argument("--steps-per-epoch", type=at_least(1), default=THROUGHPUT_STEPS, help="per fit" + DEFAULT)
     p.add_argument("--epochs", type=int, default=THROUGHPUT_EPOCHS,

@@ -14,7 +14,10 @@ back to back (on a shared VM absolute rates swing 2x: read the ratios):
 
 Layouts: `sync` | `async:W` (W worker processes) | `async:n` (one worker per env) |
 `async:0` (one per core); resolved per env count and deduplicated (`async:2` with one
-env is `async:1`). The first epoch of each fit (env start-up) is not timed.
+env is `async:1`). A `+worker` suffix (e.g. `async:2+worker`) runs the fit with the
+worker engine (`env.engine=worker`: the policy in the env workers, a whole epoch per
+message); its raw rate is that of the same vector env. The first epoch of each fit (env
+start-up) is not timed.
 
   # the whole table (roughly 45 minutes on 2 cores with the defaults):
   kfcpo bench throughput --out docs/results/throughput.md
@@ -37,6 +40,7 @@ import lightning.pytorch as pl
 
 from kfcpo.config import ConfigError, load_config
 from kfcpo.config.validate import check_file_path
+from kfcpo.data.worker_rollout import WorkerRolloutCollector
 from kfcpo.envs import make_vector_env
 from kfcpo.envs.layout import resolve_workers
 from kfcpo.envs.pool import PoolVectorEnv
@@ -46,7 +50,8 @@ from kfcpo.tools.bench.cpu_meter import CpuMeter, Window
 from kfcpo.tools.bench.throughput_table import Results, machine, render, write
 from kfcpo.train import build_trainer
 
-LAYOUTS_VALID = "sync, async:W, async:n or async:0"
+LAYOUTS_VALID = "sync, async:W, async:n or async:0, each optionally +worker"
+WORKER_SUFFIX = "+worker"  # a layout run with env.engine=worker
 MIN_EPOCHS = 2  # the first epoch of a fit (env start-up) is not timed
 
 
@@ -56,39 +61,48 @@ class Layout:
 
     vector: str  # sync | async
     workers: int = 0  # async: worker processes (resolved: >= 1)
+    engine: str = "step"  # env.engine of the fit: step | worker
 
-    def sort_key(self) -> tuple[bool, int]:
-        """sync first, then async by worker count."""
-        return self.vector != "sync", self.workers
+    def sort_key(self) -> tuple[bool, int, bool]:
+        """sync first, then async by worker count; the step engine before the worker's."""
+        return self.vector != "sync", self.workers, self.engine != "step"
 
     @property
     def label(self) -> str:
-        """As the command line writes it: `sync` or `async:W`."""
-        return "sync" if self.vector == "sync" else f"async:{self.workers}"
+        """As the command line writes it: `sync` or `async:W`, `+worker` for that engine."""
+        base = "sync" if self.vector == "sync" else f"async:{self.workers}"
+        return base + (WORKER_SUFFIX if self.engine == "worker" else "")
 
     def overrides(self) -> list[str]:
         """The config keys that make `kfcpo fit` run this layout."""
+        engine = [f"env.engine={self.engine}"]
         if self.vector == "sync":
-            return ["env.vector=sync"]
-        return ["env.vector=async", f"env.workers={self.workers}"]
+            return ["env.vector=sync", *engine]
+        return ["env.vector=async", f"env.workers={self.workers}", *engine]
 
 
 def resolve(spec: str, num_envs: int) -> Layout:
     """`sync`, `async:W`, `async:n` or `async:0` for `num_envs` envs, as the factory
-    resolves it (at most one worker per env; 0 = one per usable core)."""
-    if spec == "sync":
-        return Layout("sync")
-    vector, _, count = spec.partition(":")
+    resolves it (at most one worker per env; 0 = one per usable core), each optionally
+    with `+worker` (the worker engine)."""
+    worker = spec.endswith(WORKER_SUFFIX)
+    engine = "worker" if worker else "step"
+    base = spec.removesuffix(WORKER_SUFFIX) if worker else spec
+    if base == "sync":
+        return Layout("sync", engine=engine)
+    vector, _, count = base.partition(":")
     if vector != "async" or not (count == "n" or count.isdigit()):
         raise ConfigError(f"--layouts: '{spec}' is not a layout; expected {LAYOUTS_VALID}")
-    return Layout("async", num_envs if count == "n" else resolve_workers(num_envs, int(count)))
+    return Layout("async", num_envs if count == "n" else resolve_workers(num_envs, int(count)), engine)
 
 
-def layout_of(venv: object) -> str:
+def layout_of(venv: object, worker_engine: bool = False) -> str:
     """The layout a built vector env really has (fit builds its own): async envs are a
-    worker pool, anything else steps in this process."""
+    worker pool, anything else steps in this process; `+worker` when its collector is the
+    worker engine's."""
     inner = getattr(venv, "env", venv)
-    return f"async:{inner.workers}" if isinstance(inner, PoolVectorEnv) else "sync"
+    base = f"async:{inner.workers}" if isinstance(inner, PoolVectorEnv) else "sync"
+    return base + (WORKER_SUFFIX if worker_engine else "")
 
 
 @dataclass
@@ -146,7 +160,7 @@ class EpochMeter(pl.Callback):
         """Record the layout the fit really built."""
         collector = getattr(module, "collector", None)
         if collector is not None:
-            self.layout_seen = layout_of(collector.envs)
+            self.layout_seen = layout_of(collector.envs, isinstance(collector, WorkerRolloutCollector))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Open the epoch's and the rollout's windows."""
