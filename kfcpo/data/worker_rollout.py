@@ -17,7 +17,8 @@ first epoch sees only the initial statistics (mean 0, var 1: raw observations, c
 
 The same seed gives the same rollouts whatever the layout: with ``vector=async`` and any
 number of workers, or ``vector=sync`` (the loop runs in this process); see
-``kfcpo.envs.policy_worker`` for why.
+``kfcpo.envs.policy_worker`` for why. ``on_progress`` is called at the epoch's end, so a
+progress bar advances once per epoch.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import multiprocessing as mp
 import pickle
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium
 import numpy as np
@@ -41,8 +41,10 @@ from gymnasium.vector import VectorEnv
 from kfcpo.envs import pool_worker as pw
 from kfcpo.envs.epoch_buffers import EpochBuffers, EpochLayout
 from kfcpo.envs.layout import blocks
-from kfcpo.envs.policy_worker import EpochPlan, Final
 from kfcpo.envs.pool_buffers import StepBuffers
+
+if TYPE_CHECKING:  # annotations only: it loads torch, which the step engine's pool never needs
+    from kfcpo.envs.policy_worker import EpochPlan, Final
 
 # Seconds a closing worker gets to close its envs before it is terminated.
 CLOSE_TIMEOUT_S = 10.0

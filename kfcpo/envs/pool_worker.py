@@ -26,7 +26,6 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from kfcpo.envs import policy_worker
 from kfcpo.envs.epoch_buffers import EpochBuffers
 from kfcpo.envs.pool_buffers import StepBuffers
 
@@ -97,6 +96,10 @@ def _handle(command: str, data: Any, envs: list[gymnasium.Env], first: int,
     if command == STEP:
         return step_block(envs, first, arrays)
     if command == POLICY:
+        # Imported here: it loads torch, which a pool of the step engine never needs (a
+        # spawned or forkserver worker would otherwise pay its import).
+        from kfcpo.envs import policy_worker
+
         if epoch_arrays is None:
             raise RuntimeError("this pool was built without epoch buffers (epoch_steps)")
         with policy_worker.one_thread():
