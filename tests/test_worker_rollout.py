@@ -32,6 +32,8 @@ from kfcpo.envs.state import EnvStateError
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
 
 NUM_ENVS, STEPS_PER_ENV, EPOCHS, SEED = 3, 40, 2, 5
+LAYOUT_ENVS = 5  # over 1, 2 and 3 workers: blocks of 5; 3 + 2; 2 + 2 + 1
+OTHER_SEED = SEED + 11  # a restored collector's own seed, which the restore must override
 # (vector, workers): the loop in this process; blocks of 2 + 1 envs in two workers.
 ENGINES = [("sync", 0), ("async", 2)]
 
@@ -160,7 +162,7 @@ def test_worker_engine_equals_step_by_step_definition_bit_for_bit(env_id: str, v
 
 
 def _layout_run(env_id: str, vector: str, workers: int) -> tuple[list, dict, list]:
-    collector = _collector(env_id, vector, workers, num_envs=5)
+    collector = _collector(env_id, vector, workers, num_envs=LAYOUT_ENVS)
     try:
         rollouts = [collector.collect(epoch) for epoch in range(EPOCHS)]
         state = collector.state_dict()
@@ -173,7 +175,6 @@ def _layout_run(env_id: str, vector: str, workers: int) -> tuple[list, dict, lis
 def test_rollouts_do_not_depend_on_the_layout(env_id: str) -> None:
     expected, expected_norm, expected_state = _layout_run(env_id, "sync", 0)
     assert sum(r.stats.episodes for r in expected) >= 3
-    # One worker for all; blocks of 3 + 2; blocks of 2 + 2 + 1.
     for workers in (1, 2, 3):
         got, norm, state = _layout_run(env_id, "async", workers)
         for epoch, (a, b) in enumerate(zip(expected, got, strict=True)):
@@ -196,11 +197,11 @@ def test_restored_collector_continues_exactly(tmp_path: Path) -> None:
     saved = torch.load(path, weights_only=True)
     # Restored under other layouts, from collectors seeded otherwise.
     for vector, workers in (("async", 3), ("sync", 0)):
-        target = _collector(CIRCLE, vector, workers, seed=SEED + 11)
+        target = _collector(CIRCLE, vector, workers, seed=OTHER_SEED)
         target.load_state_dict(saved["collector"])
         target.normalizer.load_state_dict(saved["normalizer"])
         _assert_same_batch(expected.batch, _collect(target, 1)[0].batch, vector)
-    fresh = _collector(CIRCLE, "sync", 0, seed=SEED + 11)
+    fresh = _collector(CIRCLE, "sync", 0, seed=OTHER_SEED)
     fresh.normalizer.load_state_dict(saved["normalizer"])
     assert not torch.equal(_collect(fresh, 1)[0].batch.act, expected.batch.act)  # the check can fail
 
