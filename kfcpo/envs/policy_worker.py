@@ -15,11 +15,12 @@ has, or all envs in the main process):
   ``noise`` before the epoch (``kfcpo.data.worker_rollout``);
 - normalization, the action's ``mean + std * noise`` and the clip are elementwise;
 - the actor's forward, whose matmuls and activations round differently for different
-  row counts (measured: 1, 2, 3 and 5 rows of a batch of 16 differ from the same rows
-  computed alone), always runs on all ``N`` rows, each env in its own row, rows of
-  other workers' envs left at zero: a matmul row depends only on its own inputs, so
-  env i's mean is the same whatever fills the other rows. One torch thread
-  (``one_thread``), as the thread count can change a matmul's rounding too.
+  row counts (measured with MKL: rows computed 1, 2 or 3 at a time, and 5 at a time on
+  2 threads, differ from the same rows in a batch of 16), always runs on all ``N``
+  rows, each env in its own row, rows of other workers' envs left at zero: a matmul
+  row depends only on its own inputs, so env i's mean is the same whatever fills the
+  other rows. One torch thread (``one_thread``), as the thread count can change a
+  matmul's rounding too.
 
 Each env is stepped and autoreset by gymnasium 0.29 ``SyncVectorEnv``'s rule (as
 ``pool_worker.step_block``): the episode's last observation is replaced by the reset's,
