@@ -1,9 +1,11 @@
-"""The worker engine (`env.engine=worker`) against its definition: a plain step-by-step
-loop over a sync vector env (each env's own noise generator, the normalizer frozen at the
-epoch's start, the statistics merged step by step, values computed over the epoch) must
-give the same batches, statistics and normalizer bit for bit, in this process and in
-worker processes; the same seed gives the same rollouts with any number of workers; a
-collector restored from a saved state continues exactly; an env error in a worker closes
+"""The worker engine (`env.engine=worker`) against its definition: the first epoch (the
+warm-up, while the normalizer has seen less than an epoch) is the step engine's bit for
+bit; after it, a plain step-by-step loop over a sync vector env (each env's own noise
+generator, the normalizer frozen at the epoch's start, the statistics merged step by
+step, values computed over the epoch) must give the same batches, statistics and
+normalizer bit for bit, in this process and in worker processes; the same seed gives the
+same rollouts with any number of workers; a collector restored from a saved state after
+the warm-up or after a worker epoch continues exactly; an env error in a worker closes
 the pool and reaches the caller. Real Safety Gymnasium envs, tiny budgets."""
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from kfcpo.envs.pool import PoolVectorEnv
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
 
-NUM_ENVS, STEPS_PER_ENV, EPOCHS, SEED = 3, 40, 2, 5
+# Three epochs: the warm-up (the step engine's loop), then two in the workers.
+NUM_ENVS, STEPS_PER_ENV, EPOCHS, SEED = 3, 40, 3, 5
 LAYOUT_ENVS = 5  # over 1, 2 and 3 workers: blocks of 5; 3 + 2; 2 + 2 + 1
 OTHER_SEED = SEED + 11  # a restored collector's own seed, which the restore must override
 # (vector, workers): the loop in this process; blocks of 2 + 1 envs in two workers.
@@ -54,18 +57,23 @@ def _generators(seed: int, num_envs: int) -> list[torch.Generator]:
 @functools.cache
 @torch.no_grad()
 def _reference(env_id: str) -> tuple[list[Batch], list[tuple], dict]:
-    """The engine's definition, one vector step at a time in this process."""
+    """The engine's definition: the first epoch the step engine's (its collector on the
+    same envs, noise from the global generator), then one vector step at a time in this
+    process, the envs' generators drawn from their first draw on."""
     actor, critics = _nets(env_id)
     envs = _envs(env_id)
     norm = ObsNormalizer((actor.obs_dim,), clip=OBS_CLIP)
+    step = RolloutCollector(envs, actor, critics, norm, STEPS_PER_ENV, GAE_CFG, SEED)  # resets the envs
+    torch.manual_seed(SEED)
+    warm_up = step.collect(0)
+    s = warm_up.stats
+    batches, stats = [warm_up.batch], [(s.ep_ret_sum, s.ep_cost_sum, s.ep_len_sum, s.ep_costs, None)]
     generators = _generators(SEED, NUM_ENVS)
     low, high = envs.single_action_space.low, envs.single_action_space.high
     T, N = STEPS_PER_ENV, NUM_ENVS
-    raw, _ = envs.reset(seed=SEED)
-    ep_ret, ep_cost, ep_len = np.zeros(N), np.zeros(N), np.zeros(N, dtype=np.int64)
-    batches, stats = [], []
+    raw, ep_ret, ep_cost, ep_len = (getattr(step, k).copy() for k in ("obs", "ep_ret", "ep_cost", "ep_len"))
     threads = torch.get_num_threads()
-    for _ in range(EPOCHS):
+    for _ in range(1, EPOCHS):
         frozen = copy.deepcopy(norm)  # what the policy sees all epoch
         # Each env draws its whole epoch's noise at once from its own generator.
         noise = torch.stack([torch.randn((T, actor.act_dim), generator=g) for g in generators], dim=1)
@@ -131,10 +139,17 @@ def _collector(env_id: str, vector: str, workers: int, num_envs: int = NUM_ENVS,
 
 
 def _collect(collector: RolloutCollector, epochs: int = EPOCHS) -> list:
+    """``epochs`` epochs from the global generator seeded ``SEED`` (as the module seeds a
+    rank before its first epoch: the warm-up draws from it), then close."""
+    torch.manual_seed(SEED)
     try:
         return [collector.collect(epoch) for epoch in range(epochs)]
     finally:
         collector.close()
+
+
+def _noise_states(collector: WorkerRolloutCollector) -> torch.Tensor:
+    return torch.stack([g.get_state() for g in collector.noise_rngs])
 
 
 def _assert_same_batch(a: Batch, b: Batch, what: object) -> None:
@@ -148,10 +163,11 @@ def _assert_same_batch(a: Batch, b: Batch, what: object) -> None:
 def test_worker_engine_equals_step_by_step_definition_bit_for_bit(env_id: str, vector: str,
                                                                    workers: int) -> None:
     expected, expected_stats, expected_norm = _reference(env_id)
+    in_workers = expected_stats[1:]  # the epochs after the warm-up
     if env_id == CIRCLE:
-        assert sum(s[4] for s in expected_stats) >= 3  # truncations: the bootstrap path
+        assert sum(s[4] for s in in_workers) >= 3  # truncations: the bootstrap path
     else:
-        assert sum(len(s[3]) for s in expected_stats) >= 3  # terminations
+        assert sum(len(s[3]) for s in in_workers) >= 3  # terminations
     collector = _collector(env_id, vector, workers)
     rollouts = _collect(collector)
     for epoch, (want, want_stats, got) in enumerate(zip(expected, expected_stats, rollouts, strict=True)):
@@ -161,8 +177,57 @@ def test_worker_engine_equals_step_by_step_definition_bit_for_bit(env_id: str, v
     assert collector.normalizer.state_dict() == expected_norm
 
 
+@pytest.mark.parametrize(("vector", "workers"), ENGINES)
+@pytest.mark.parametrize("env_id", [HOPPER, CIRCLE])
+def test_first_epoch_is_the_step_engines_bit_for_bit(env_id: str, vector: str, workers: int) -> None:
+    """The warm-up: with the normalizer fresh the worker engine runs the step engine's
+    loop, so its first epoch (batch, statistics, normalizer, envs' state, the global
+    generator's draws) is the step engine's, and the envs' generators are not drawn."""
+    actor, critics = _nets(env_id)
+    step = RolloutCollector(_envs(env_id), actor, critics, ObsNormalizer((actor.obs_dim,), clip=OBS_CLIP),
+                            STEPS_PER_ENV, GAE_CFG, SEED)
+    expected = _collect(step, 1)[0]
+    expected_rng = torch.get_rng_state()
+    collector = _collector(env_id, vector, workers)
+    generators = _noise_states(collector)
+    assert collector.warming_up()
+    got = _collect(collector, 1)[0]
+    _assert_same_batch(expected.batch, got.batch, "warm-up")
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    skip = {"rollout_s"}  # wall-clock
+    assert [getattr(expected.stats, f.name) for f in fields(expected.stats) if f.name not in skip] == [
+        getattr(got.stats, f.name) for f in fields(got.stats) if f.name not in skip]
+    assert expected.stats.episodes >= 3
+    assert collector.normalizer.state_dict() == step.normalizer.state_dict()
+    for k in ("obs", "ep_ret", "ep_cost", "ep_len"):
+        assert np.array_equal(getattr(collector, k), getattr(step, k)), k
+    assert torch.equal(_noise_states(collector), generators)
+    assert not collector.warming_up()  # the next epoch runs in the workers
+
+
+def test_warm_up_rule() -> None:
+    """Warm up while the normalizer has seen less than one epoch of this rank, never
+    with normalization off: then the first epoch already runs in the workers."""
+    collector = _collector(CIRCLE, "sync", 0)
+    rms, epoch = collector.normalizer.rms, STEPS_PER_ENV * NUM_ENVS
+    for count, warm in ((0, True), (epoch - 1, True), (epoch, False), (2 * epoch, False)):
+        rms.count = float(count)
+        assert collector.warming_up() is warm, count
+    rms.count = 0.0
+    collector.normalizer.enabled = False
+    assert not collector.warming_up()
+    generators = _noise_states(collector)
+    torch.manual_seed(SEED)
+    seeded = torch.get_rng_state()
+    _collect(collector, 1)
+    assert not torch.equal(_noise_states(collector), generators)  # the envs' generators drew
+    assert torch.equal(torch.get_rng_state(), seeded)  # the global one did not
+
+
 def _layout_run(env_id: str, vector: str, workers: int) -> tuple[list, dict, list]:
+    """EPOCHS epochs (the first the warm-up) and the collector's state after them."""
     collector = _collector(env_id, vector, workers, num_envs=LAYOUT_ENVS)
+    torch.manual_seed(SEED)  # the warm-up's noise
     try:
         rollouts = [collector.collect(epoch) for epoch in range(EPOCHS)]
         state = collector.state_dict()
@@ -186,24 +251,36 @@ def test_rollouts_do_not_depend_on_the_layout(env_id: str) -> None:
 
 
 def test_restored_collector_continues_exactly(tmp_path: Path) -> None:
+    """Saved after the warm-up (the next epoch is the first in the workers, from the
+    generators' first draws) and after an epoch in the workers; the targets' global
+    generator is seeded otherwise than the source's was, which epochs in the workers
+    never draw from."""
     source = _collector(CIRCLE, "async", 2)
+    saved, expected = [], []
+    torch.manual_seed(SEED)
     try:
-        source.collect(0)
-        path = tmp_path / "collector.pt"
-        torch.save({"collector": source.state_dict(), "normalizer": source.normalizer.state_dict()}, path)
-        expected = source.collect(1)
+        for epoch in range(EPOCHS):
+            rollout = source.collect(epoch)
+            if epoch:
+                expected.append(rollout)  # the epoch after the state saved before it
+            if epoch < EPOCHS - 1:
+                path = tmp_path / f"collector{epoch}.pt"
+                state = {"collector": source.state_dict(), "normalizer": source.normalizer.state_dict()}
+                torch.save(state, path)
+                saved.append(torch.load(path, weights_only=True))
     finally:
         source.close()
-    saved = torch.load(path, weights_only=True)
-    # Restored under other layouts, from collectors seeded otherwise.
-    for vector, workers in (("async", 3), ("sync", 0)):
-        target = _collector(CIRCLE, vector, workers, seed=OTHER_SEED)
-        target.load_state_dict(saved["collector"])
-        target.normalizer.load_state_dict(saved["normalizer"])
-        _assert_same_batch(expected.batch, _collect(target, 1)[0].batch, vector)
+    for after, (state, want) in enumerate(zip(saved, expected, strict=True)):
+        # Restored under other layouts, from collectors seeded otherwise.
+        for vector, workers in (("async", 3), ("sync", 0)):
+            target = _collector(CIRCLE, vector, workers, seed=OTHER_SEED)
+            target.load_state_dict(state["collector"])
+            target.normalizer.load_state_dict(state["normalizer"])
+            assert not target.warming_up()
+            _assert_same_batch(want.batch, _collect(target, 1)[0].batch, (after, vector))
     fresh = _collector(CIRCLE, "sync", 0, seed=OTHER_SEED)
-    fresh.normalizer.load_state_dict(saved["normalizer"])
-    assert not torch.equal(_collect(fresh, 1)[0].batch.act, expected.batch.act)  # the check can fail
+    fresh.normalizer.load_state_dict(saved[0]["normalizer"])
+    assert not torch.equal(_collect(fresh, 1)[0].batch.act, expected[0].batch.act)  # the check can fail
 
 
 def test_state_without_noise_generators_is_refused_unchanged() -> None:
@@ -228,8 +305,10 @@ def test_env_error_in_a_worker_closes_the_pool_and_is_raised() -> None:
     processes = list(pool._processes)
     torch.manual_seed(0)
     actor, critics = GaussianActor(2, 1), Critics(2)
-    collector = WorkerRolloutCollector(VectorCost(pool), actor, critics, ObsNormalizer((2,)), STEPS_PER_ENV,
-                                       GAE_CFG, SEED)
+    normalizer = ObsNormalizer((2,))
+    normalizer.rms.count = float(STEPS_PER_ENV * 3)  # past the warm-up: the epoch runs in the workers
+    collector = WorkerRolloutCollector(VectorCost(pool), actor, critics, normalizer, STEPS_PER_ENV, GAE_CFG,
+                                       SEED)
     with pytest.raises(ArithmeticError, match="boom at step 5") as info:
         collector.collect(0)
     notes = "".join(getattr(info.value, "__notes__", []))

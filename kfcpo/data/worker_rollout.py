@@ -2,23 +2,31 @@
 the policy runs where the envs step, a whole epoch at a time, and this process turns the
 epoch's arrays into the same Rollout as ``RolloutCollector``.
 
-Per epoch: draw every env's action noise from its own generator, write it and the
-current observations into the epoch's arrays, send the plan (the actor's weights, the
-normalizer as it is now, the step count) and wait once; then, in this process, merge
-the epoch's observations into the normalizer step by step over all envs (the order the
-step engine merges them in, so the statistics are those it would reach from the same
-observations), compute both critics' values of all T x N normalized observations in one
-forward, the bootstrap values of truncated episodes' final observations, the log-densities,
-the episode statistics (``StepRecorder``: episode sums carry over epochs) and GAE.
+Per epoch (after the warm-up, below): draw every env's action noise from its own
+generator, write it and the current observations into the epoch's arrays, send the plan
+(the actor's weights, the normalizer as it is now, the step count) and wait once; then,
+in this process, merge the epoch's observations into the normalizer step by step over
+all envs (the order the step engine merges them in, so the statistics are those it would
+reach from the same observations), compute both critics' values of all T x N normalized
+observations in one forward, the bootstrap values of truncated episodes' final
+observations, the log-densities, the episode statistics (``StepRecorder``: episode sums
+carry over epochs) and GAE.
 
 The one difference from the step engine: epoch k's observations are normalized with the
-statistics as they were after epoch k-1 (the step engine's move every step), so the
-first epoch sees only the initial statistics (mean 0, var 1: raw observations, clipped).
+statistics as they were after epoch k-1 (the step engine's move every step). Frozen at
+the initial statistics (mean 0, var 1) the first epoch would see raw observations,
+clipped, and the next one normalized ones: the first update fits the policy to inputs it
+never sees again. So while the normalizer has seen fewer observations than one epoch of
+this rank (``warming_up``: in a fresh run, the first epoch), the epoch runs the step
+engine's own loop (``RolloutCollector.collect``) and is the step engine's epoch bit for
+bit: its statistics move every step, its noise comes from the global torch generator,
+and the envs' own noise generators are left untouched.
 
 The same seed gives the same rollouts whatever the layout: with ``vector=async`` and any
 number of workers, or ``vector=sync`` (the loop runs in this process); see
-``kfcpo.envs.policy_worker`` for why. ``on_progress`` is called at the epoch's end, so a
-progress bar advances once per epoch.
+``kfcpo.envs.policy_worker`` for why (the warm-up epoch too: the step engine's results do
+not depend on the layout). Outside the warm-up ``on_progress`` is called at the epoch's
+end, so a progress bar advances once per epoch.
 """
 
 from __future__ import annotations
@@ -132,10 +140,29 @@ class WorkerRolloutCollector(RolloutCollector):
     def _normalized(normalizer: ObsNormalizer, obs: np.ndarray, device: torch.device) -> torch.Tensor:
         return torch.as_tensor(normalizer.normalize(obs), dtype=torch.float32, device=device)
 
-    @torch.no_grad()
+    def warming_up(self) -> bool:
+        """Whether the next epoch runs the step engine's loop: the normalizer is on and has
+        seen fewer observations than one epoch of this rank (T x N). A function of the
+        normalizer's checkpointed count alone, so a resumed run takes the path the
+        uninterrupted one took, under any layout. Under DDP all ranks take the same path:
+        the count is 0 on every rank before the first epoch (or the same checkpoint's),
+        and both paths end in ``_merge_ranks``, which leaves every rank the same float64
+        statistics (all ranks' observations: world_size x T x N after the first epoch).
+        With normalization off the policy's inputs are raw observations in every epoch,
+        so there is nothing to warm up (and the count never grows)."""
+        normalizer = self.normalizer
+        return normalizer.enabled and normalizer.rms.count < self.steps_per_env * self.num_envs
+
     def collect(self, policy_version: int) -> Rollout:
-        """One epoch's `steps_per_env` steps of every env with the policy as it is now,
-        run where the envs step; the same Rollout as ``RolloutCollector.collect``."""
+        """One epoch's `steps_per_env` steps of every env with the policy as it is now:
+        the step engine's loop while ``warming_up``, otherwise run where the envs step;
+        the same Rollout as ``RolloutCollector.collect`` either way."""
+        if self.warming_up():
+            return super().collect(policy_version)
+        return self._collect_in_workers(policy_version)
+
+    @torch.no_grad()
+    def _collect_in_workers(self, policy_version: int) -> Rollout:
         start = time.perf_counter()
         self.device = self.actor.log_std.device  # Lightning moves the module after setup
         T, N, a = self.steps_per_env, self.num_envs, self._arrays
