@@ -69,6 +69,7 @@ CASES = {
     ],
 }
 KILL_CASE = "ppo_lag-sync-short-episodes"
+WORKER_CASE = "ppo_lag-worker-blocks-short-episodes"
 KILL_TIMEOUT_S = 120
 
 
@@ -147,6 +148,19 @@ def test_stopped_and_resumed_run_equals_uninterrupted(case: str, straight, tmp_p
     assert len(metrics(run)) == EPOCHS // 2
     # A run folder as `resume`: its newest checkpoint, and the run continues in it.
     assert main(fit_args(case, EPOCHS, f"resume={run}")) == 0
+    assert_same_run(run, ref)
+
+
+@pytest.mark.slow
+def test_worker_engine_resumed_right_after_its_warm_up_epoch(straight, tmp_path: Path) -> None:
+    """The worker engine's first epoch runs the step engine's loop (the warm-up,
+    docs/algorithm.md 4.5.1); a run stopped right after it continues into the first epoch
+    in the workers exactly."""
+    ref = straight(WORKER_CASE)
+    run = tmp_path / "run"
+    assert main(fit_args(WORKER_CASE, 1, f"out_dir={run}")) == 0
+    assert len(metrics(run)) == 1
+    assert main(fit_args(WORKER_CASE, EPOCHS, f"resume={run}")) == 0
     assert_same_run(run, ref)
 
 
