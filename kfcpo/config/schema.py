@@ -22,8 +22,9 @@ class EnvConfig:
     workers: int = 0
     # Where the policy runs during a rollout: step (this process, one round trip to the
     # envs per vector step) | worker (in the env workers, a whole epoch per message;
-    # observations normalized with the statistics of the previous epoch's end;
-    # docs/algorithm.md 4.5.1). With vector=sync, worker runs its loop in this process.
+    # observations normalized with the statistics of the previous epoch's end; the first
+    # epoch, a warm-up, is the step engine's; docs/algorithm.md 4.5.1). With vector=sync,
+    # worker runs its loop in this process.
     engine: str = "step"
     normalize_obs: bool = True
     obs_clip: float = 5.0  # normalized observations clipped to +-5 (OmniSafe's obs normalizer)

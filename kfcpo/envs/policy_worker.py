@@ -8,6 +8,8 @@ step; on 2 cores the rollout reached 0.72-0.85 of the raw env rate. Here the mai
 process sends each worker one ``EpochPlan`` per epoch (the actor's weights, the
 normalizer frozen at the epoch's start, the step count) and the worker steps ``T`` times
 on its own, writing every step into the epoch's arrays (``kfcpo.envs.epoch_buffers``).
+Not in the first epoch of a run: that one, a warm-up while the normalizer has seen less
+than an epoch of observations, runs the step engine's loop (``kfcpo.data.worker_rollout``).
 
 What makes the result independent of the layout (how many workers, which envs each
 has, or all envs in the main process):

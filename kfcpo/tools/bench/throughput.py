@@ -17,7 +17,8 @@ Layouts: `sync` | `async:W` (W worker processes) | `async:n` (one worker per env
 env is `async:1`). A `+worker` suffix (e.g. `async:2+worker`) runs the fit with the
 worker engine (`env.engine=worker`: the policy in the env workers, a whole epoch per
 message); its raw rate is that of the same vector env. The first epoch of each fit (env
-start-up) is not timed.
+start-up; with the worker engine also its warm-up on the step engine's loop) is not
+timed.
 
   # the whole table (roughly 45 minutes on 2 cores with the defaults):
   kfcpo bench throughput --out docs/results/throughput.md
