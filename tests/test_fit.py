@@ -195,6 +195,10 @@ def test_bad_resume_paths_are_refused(finished, tmp_path, capsys) -> None:
         "resume: checkpoint was trained with blender.multiplier=adam, this config has "
         "blender.multiplier=pid; resume it with blender.multiplier=adam, or start a new run"
     )
+    assert refusal(capsys, [*fit, "env.engine=worker", f"resume={finished}"]) == (
+        "resume: checkpoint was trained with env.engine=step, this config has "
+        "env.engine=worker; resume it with env.engine=step, or start a new run"
+    )
     assert snapshot(tmp_path, finished) == before
 
 

@@ -266,6 +266,21 @@ def test_lagrangian_checkpoint_from_before_the_multiplier_key_reads_as_adam() ->
         check_compatible(ckpt(multiplier="pid"), cfg(multiplier="adam"))
 
 
+def test_checkpoint_from_before_the_engine_key_reads_as_the_step_engine() -> None:
+    def ckpt(**env: str) -> dict:
+        return {"hyper_parameters": {"config": {"env": {"id": "SafetyPointGoal1-v0", **env}}}}
+
+    def cfg(**env: str) -> DictConfig:
+        return OmegaConf.create({"env": {"id": "SafetyPointGoal1-v0", **env}})
+
+    check_compatible(ckpt(), cfg(engine="step"))
+    check_compatible(ckpt(engine="worker"), cfg(engine="worker"))
+    with pytest.raises(ConfigError, match=r"trained with env.engine=step, this config has env.engine=worker"):
+        check_compatible(ckpt(), cfg(engine="worker"))
+    with pytest.raises(ConfigError, match=r"trained with env.engine=worker, this config has env.engine=step"):
+        check_compatible(ckpt(engine="worker"), cfg(engine="step"))
+
+
 _SLOW_WRITER = """
 import sys, time
 from pathlib import Path

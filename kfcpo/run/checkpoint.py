@@ -42,9 +42,10 @@ STRUCTURAL_KEYS = (
     "blender.name",
     "guard.name",
     "blender.multiplier",  # the lagrangian blender's Adam and PID states differ
+    "env.engine",  # the worker engine's collector state holds per-env noise generators
 )
 # What a structural key meant in checkpoints written before it existed.
-LEGACY_VALUES = {"blender.multiplier": "adam"}
+LEGACY_VALUES = {"blender.multiplier": "adam", "env.engine": "step"}
 
 FILE_VALID = f"a checkpoint file, e.g. runs/<run>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"
 RESUME_VALID = f"a checkpoint file or a run folder holding {CHECKPOINTS_DIR}/*{CHECKPOINT_SUFFIX}"
