@@ -195,9 +195,9 @@ def test_bad_resume_paths_are_refused(finished, tmp_path, capsys) -> None:
         "resume: checkpoint was trained with blender.multiplier=adam, this config has "
         "blender.multiplier=pid; resume it with blender.multiplier=adam, or start a new run"
     )
-    assert refusal(capsys, [*fit, "env.engine=worker", f"resume={finished}"]) == (
-        "resume: checkpoint was trained with env.engine=step, this config has "
-        "env.engine=worker; resume it with env.engine=step, or start a new run"
+    assert refusal(capsys, [*fit, "env.engine=step", f"resume={finished}"]) == (
+        "resume: checkpoint was trained with env.engine=worker, this config has "
+        "env.engine=step; resume it with env.engine=worker, or start a new run"
     )
     assert snapshot(tmp_path, finished) == before
 

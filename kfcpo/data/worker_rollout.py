@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from gymnasium.vector import SyncVectorEnv
 
 from kfcpo.data.batch import EpochStats, Rollout
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -83,6 +82,10 @@ class WorkerRolloutCollector(RolloutCollector):
         gae_cfg: GAEConfig,
         seed: int,
     ) -> None:
+        # Here, not at the top: gymnasium must load after kfcpo.envs' shim, which keeps a
+        # plugin's import-time notice off stderr (a one-line error must stay one line).
+        from gymnasium.vector import SyncVectorEnv
+
         inner = envs.unwrapped
         if isinstance(inner, PoolVectorEnv):
             if inner.epoch_layout is None or inner.epoch_layout.steps != steps_per_env:
