@@ -170,17 +170,21 @@ class RolloutCollector:
         if epoch_stats is not None:
             self._merge_ranks(start_stats, epoch_stats)
         batch = self._advantages(obs_buf.cpu(), act_buf.cpu(), grid, boot_r, boot_c, last_r, last_c)
-        stats = EpochStats(
+        return Rollout(batch=batch, stats=self._epoch_stats(record, start, policy_version))
+
+    def _epoch_stats(self, record: StepRecorder, start: float, policy_version: int) -> EpochStats:
+        """The epoch's episode statistics from its recorder; `start` is the epoch's
+        perf_counter start."""
+        return EpochStats(
             ep_ret_sum=float(record.sums[0]),
             ep_cost_sum=float(record.sums[1]),
             ep_len_sum=float(record.sums[2]),
             episodes=record.episodes,
             ep_costs=record.ep_costs,
-            env_steps=T * N,
+            env_steps=self.steps_per_env * self.num_envs,
             rollout_s=time.perf_counter() - start,
             policy_version=policy_version,
         )
-        return Rollout(batch=batch, stats=stats)
 
     @staticmethod
     def _values(nets: RolloutNets, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from kfcpo.data.batch import EpochStats, Rollout
+from kfcpo.data.batch import Rollout
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
 from kfcpo.data.rollout_nets import RolloutNets
 from kfcpo.data.step_record import StepRecorder
@@ -46,11 +46,12 @@ from kfcpo.dist import world_size
 from kfcpo.envs import ObsNormalizer, RunningMeanStd
 from kfcpo.envs.epoch_buffers import EpochBuffers, EpochLayout
 from kfcpo.envs.normalize import batch_moments
-from kfcpo.envs.policy_worker import EpochPlan, Final, one_thread, run_block
+from kfcpo.envs.policy_worker import EpochPlan, Final, run_block
 from kfcpo.envs.pool import PoolVectorEnv
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
 from kfcpo.models.frozen_policy import FrozenPolicy
+from kfcpo.threads import one_thread
 
 if TYPE_CHECKING:  # annotations only: gymnasium loads with kfcpo.envs, after its shim
     import gymnasium
@@ -209,14 +210,4 @@ class WorkerRolloutCollector(RolloutCollector):
         if epoch_stats is not None:
             self._merge_ranks(start_stats, epoch_stats)
         batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
-        stats = EpochStats(
-            ep_ret_sum=float(record.sums[0]),
-            ep_cost_sum=float(record.sums[1]),
-            ep_len_sum=float(record.sums[2]),
-            episodes=record.episodes,
-            ep_costs=record.ep_costs,
-            env_steps=T * N,
-            rollout_s=time.perf_counter() - start,
-            policy_version=policy_version,
-        )
-        return Rollout(batch=batch, stats=stats)
+        return Rollout(batch=batch, stats=self._epoch_stats(record, start, policy_version))

@@ -21,7 +21,7 @@ has, or all envs in the main process):
   2 threads, differ from the same rows in a batch of 16), always runs on all ``N``
   rows, each env in its own row, rows of other workers' envs left at zero: a matmul
   row depends only on its own inputs, so env i's mean is the same whatever fills the
-  other rows. One torch thread (``one_thread``), as the thread count can change a
+  other rows. One torch thread (``kfcpo.threads.one_thread``), as the thread count can change a
   matmul's rounding too.
 
 Each env is stepped and autoreset by gymnasium 0.29 ``SyncVectorEnv``'s rule (as
@@ -31,8 +31,7 @@ and kept (``final_observation``) when the episode was truncated, for the bootstr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gymnasium
@@ -58,19 +57,6 @@ class EpochPlan:
     act_high: np.ndarray
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one intra-op thread inside the block: the forward's rounding then does
-    not depend on the process's thread setting (and a worker beside other workers gains
-    nothing from more)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def run_block(
     envs: Sequence[gymnasium.Env], first: int, plan: EpochPlan, arrays: dict[str, np.ndarray]
@@ -78,7 +64,7 @@ def run_block(
     """Step envs ``first, first+1, ...`` for ``plan.steps`` steps with the plan's policy,
     starting from their rows of ``arrays["obs"][0]`` and writing every step into their
     columns of ``arrays``; the final observations of the truncated episodes, in step
-    order. Call under ``one_thread``."""
+    order. Call under ``kfcpo.threads.one_thread``."""
     block = slice(first, first + len(envs))
     obs, norm_obs, noise = arrays["obs"], arrays["norm_obs"], arrays["noise"]
     mean_out, act_out = arrays["mean"], arrays["act"]

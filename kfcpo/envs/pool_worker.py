@@ -99,10 +99,11 @@ def _handle(command: str, data: Any, envs: list[gymnasium.Env], first: int,
         # Imported here: it loads torch, which a pool of the step engine never needs (a
         # spawned or forkserver worker would otherwise pay its import).
         from kfcpo.envs import policy_worker
+        from kfcpo.threads import one_thread
 
         if epoch_arrays is None:
             raise RuntimeError("this pool was built without epoch buffers (epoch_steps)")
-        with policy_worker.one_thread():
+        with one_thread():
             return policy_worker.run_block(envs, first, data, epoch_arrays)
     if command == RESET:
         return reset_block(envs, first, arrays, data)

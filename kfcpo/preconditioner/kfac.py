@@ -28,8 +28,9 @@ from kfcpo.models.actor import GaussianActor
 from kfcpo.preconditioner import kfac_eigen, kfac_factors
 from kfcpo.preconditioner.base import Preconditioner
 from kfcpo.preconditioner.kfac_eigen import Eigen
-from kfcpo.preconditioner.kfac_factors import ESTIMATORS, FACTOR_DTYPE, one_thread
+from kfcpo.preconditioner.kfac_factors import ESTIMATORS, FACTOR_DTYPE
 from kfcpo.preconditioner.kfac_layout import layout
+from kfcpo.threads import one_thread
 
 __all__ = ["ESTIMATORS", "FACTOR_DTYPE", "KFAC", "QUAD_MODES", "STATE_VERSION", "one_thread"]
 

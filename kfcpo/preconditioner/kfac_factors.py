@@ -11,14 +11,11 @@ Gaussian gives G_l = E_x[J^T Sigma^-1 J] with J = d mu / d s (act_dim backward p
 noise); "sampled" draws `samples` actions per state (ACKTR's Monte Carlo estimate).
 
 Owns one batch's factors (averaged over ranks, float64, None when non-finite), the
-moving average they are folded into, and `one_thread`, under which the factor-sized work
-runs. Inverting the factors is kfac_eigen's.
+moving average they are folded into; the factor-sized work runs under
+`kfcpo.threads.one_thread`. Inverting the factors is kfac_eigen's.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +24,7 @@ from torch import nn
 from kfcpo.dist import all_mean
 from kfcpo.models.actor import GaussianActor
 from kfcpo.preconditioner.kfac_layout import Layer
+from kfcpo.threads import one_thread
 
 ESTIMATORS = ("sampled", "expected")
 # Factors are accumulated and inverted in float64: the eigenvalues of A span many decades
@@ -34,21 +32,6 @@ ESTIMATORS = ("sampled", "expected")
 FACTOR_DTYPE = torch.float64
 
 Factors = list[tuple[torch.Tensor, torch.Tensor]]  # (A_l, G_l) per layer
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the factor-sized work (EMA, eigh, solves; matrices of at most ~260^2) on one
-    thread. It gains nothing from a second one, and when the cores are shared (other
-    processes, rollout workers) every parallel region waits for a descheduled thread:
-    measured on this project's 2-core machine under load, a 65x65 eigh took 26 ms instead
-    of 0.8 ms and one elementwise op on a 257x257 factor 24 ms instead of 0.1 ms."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def second_moment(aa: torch.Tensor, a_sum: torch.Tensor, n: int, append_one: bool) -> torch.Tensor:
