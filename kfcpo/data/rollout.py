@@ -115,9 +115,11 @@ class RolloutCollector:
         """Close the envs."""
         self.envs.close()
 
-    def _tensor(self, obs: np.ndarray) -> torch.Tensor:
-        """Normalized observations on the networks' device (buffers stay on the CPU)."""
-        return torch.as_tensor(self.normalizer.normalize(obs), dtype=torch.float32, device=self.device)
+    def _tensor(self, obs: np.ndarray, normalizer: ObsNormalizer | None = None) -> torch.Tensor:
+        """Observations normalized by `normalizer` (the live one by default) on the
+        networks' device (buffers stay on the CPU)."""
+        normalizer = self.normalizer if normalizer is None else normalizer
+        return torch.as_tensor(normalizer.normalize(obs), dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def collect(self, policy_version: int) -> Rollout:

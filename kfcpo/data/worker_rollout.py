@@ -140,10 +140,6 @@ class WorkerRolloutCollector(RolloutCollector):
         with one_thread():
             return run_block(self._sync_envs, 0, plan, self._arrays)
 
-    @staticmethod
-    def _normalized(normalizer: ObsNormalizer, obs: np.ndarray, device: torch.device) -> torch.Tensor:
-        return torch.as_tensor(normalizer.normalize(obs), dtype=torch.float32, device=device)
-
     def warming_up(self) -> bool:
         """Whether the next epoch runs the step engine's loop: the normalizer is on and has
         seen fewer observations than one epoch of this rank (T x N). A function of the
@@ -203,10 +199,10 @@ class WorkerRolloutCollector(RolloutCollector):
         boot_r, boot_c = torch.full((T, N), torch.nan), torch.full((T, N), torch.nan)
         if finals:
             steps, envs = [f[0] for f in finals], [f[1] for f in finals]
-            final_obs = self._normalized(frozen, np.stack([f[2] for f in finals]), self.device)
+            final_obs = self._tensor(np.stack([f[2] for f in finals]), frozen)
             v_r, v_c = self._values(nets, final_obs)  # one forward, rows in (step, env) order
             boot_r[steps, envs], boot_c[steps, envs] = v_r, v_c
-        last_r, last_c = self._values(nets, self._normalized(frozen, self.obs, self.device))
+        last_r, last_c = self._values(nets, self._tensor(self.obs, frozen))
         if epoch_stats is not None:
             self._merge_ranks(start_stats, epoch_stats)
         batch = self._advantages(obs_buf, act_buf, grid, boot_r, boot_c, last_r, last_c)
