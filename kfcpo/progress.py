@@ -44,7 +44,9 @@ class EnvStepProgressBar(ProgressBar):
             self._progress.advance(self._task, self._pending)
             self._pending, self._last = 0, now
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, not in on_train_start: Lightning fetches the first batch (the first
+        # epoch's whole rollout) before on_train_start, and the bar must count it too.
         if not (self._enabled and trainer.is_global_zero):
             return
         self._progress = Progress(
@@ -57,9 +59,10 @@ class EnvStepProgressBar(ProgressBar):
             TimeRemainingColumn(),
             refresh_per_second=4,
         )
-        done = getattr(pl_module, "env_steps", 0)
+        # A resumed run's counts: the module's state is restored before this hook.
+        done, epochs = getattr(pl_module, "env_steps", 0), getattr(pl_module, "updates", 0)
         self._task = self._progress.add_task(
-            "train", total=self.total_steps, completed=done, epoch=trainer.current_epoch,
+            "train", total=self.total_steps, completed=done, epoch=epochs,
             ret="-", cost="-", kl="-", sps="-",
         )
         self._progress.start()
@@ -87,6 +90,14 @@ class EnvStepProgressBar(ProgressBar):
         self._pending = 0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._stop()  # the error's message must not land inside a live bar
+
+    def _stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

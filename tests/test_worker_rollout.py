@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,13 +23,14 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from test_ddp import _finish_rank, free_port
-from test_pool import _boom, _exited
+from test_pool import Boom, _boom, _exited
 from test_rollout import CIRCLE, GAE_CFG, HOPPER, LIMIT, OBS_CLIP, STD_EPS, _gae, _nets
 
 from kfcpo.data.batch import Batch
 from kfcpo.data.rollout import RolloutCollector
 from kfcpo.data.worker_rollout import NOISE_KEY, WorkerRolloutCollector
 from kfcpo.envs import COST_KEY, ObsNormalizer, VectorCost, make_vector_env
+from kfcpo.envs import pool as pool_module
 from kfcpo.envs.pool import PoolVectorEnv
 from kfcpo.envs.state import EnvStateError
 from kfcpo.models import COST, REWARD, Critics, GaussianActor
@@ -299,21 +301,54 @@ def test_state_without_noise_generators_is_refused_unchanged() -> None:
         worker.close()
 
 
+def _past_warm_up(pool: PoolVectorEnv) -> WorkerRolloutCollector:
+    torch.manual_seed(0)
+    normalizer = ObsNormalizer((2,))
+    normalizer.rms.count = float(STEPS_PER_ENV * pool.num_envs)  # the epochs run in the workers
+    actor, critics = GaussianActor(2, 1), Critics(2)
+    return WorkerRolloutCollector(VectorCost(pool), actor, critics, normalizer, STEPS_PER_ENV, GAE_CFG, SEED)
+
+
 def test_env_error_in_a_worker_closes_the_pool_and_is_raised() -> None:
     pool = PoolVectorEnv([functools.partial(_boom, 0)] * 2 + [functools.partial(_boom, 5)], workers=2,
                          epoch_steps=STEPS_PER_ENV)
     processes = list(pool._processes)
-    torch.manual_seed(0)
-    actor, critics = GaussianActor(2, 1), Critics(2)
-    normalizer = ObsNormalizer((2,))
-    normalizer.rms.count = float(STEPS_PER_ENV * 3)  # past the warm-up: the epoch runs in the workers
-    collector = WorkerRolloutCollector(VectorCost(pool), actor, critics, normalizer, STEPS_PER_ENV, GAE_CFG,
-                                       SEED)
+    collector = _past_warm_up(pool)
     with pytest.raises(ArithmeticError, match="boom at step 5") as info:
         collector.collect(0)
     notes = "".join(getattr(info.value, "__notes__", []))
     assert "in env worker 1" in notes and "env 2 at step 4 of the epoch's 40" in notes
     assert pool.closed and _exited(processes)
+
+
+SLOW_STEP_S = 0.005  # an epoch of 2 envs x 40 steps in a worker: 0.4 s, 40 polls of 0.01 s
+
+
+class SlowStep(Boom):
+    """Never fails (Boom's step count never equals 0) and takes SLOW_STEP_S per step."""
+
+    def step(self, action):
+        time.sleep(SLOW_STEP_S)
+        return super().step(action)
+
+
+def test_progress_is_reported_while_the_workers_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A progress bar moves during a worker epoch: the steps reach ``on_progress`` in
+    several parts, the first before the epoch ends, each epoch's adding up to T x N."""
+    monkeypatch.setattr(pool_module, "PROGRESS_POLL_S", 0.01)
+    pool = PoolVectorEnv([functools.partial(SlowStep, 0)] * 3, workers=2, epoch_steps=STEPS_PER_ENV)
+    collector = _past_warm_up(pool)
+    epoch_steps = STEPS_PER_ENV * pool.num_envs
+    try:
+        for epoch in range(2):  # the second: the counts of the first must not carry over
+            reports: list[int] = []
+            collector.on_progress = reports.append
+            collector.collect(epoch)
+            assert sum(reports) == epoch_steps, (epoch, reports)
+            assert min(reports) > 0, (epoch, reports)
+            assert len(reports) >= 3 and reports[0] < epoch_steps, (epoch, reports)
+    finally:
+        collector.close()
 
 
 def test_pool_without_epoch_buffers_is_refused() -> None:

@@ -25,8 +25,10 @@ and the envs' own noise generators are left untouched.
 The same seed gives the same rollouts whatever the layout: with ``vector=async`` and any
 number of workers, or ``vector=sync`` (the loop runs in this process); see
 ``kfcpo.envs.policy_worker`` for why (the warm-up epoch too: the step engine's results do
-not depend on the layout). Outside the warm-up ``on_progress`` is called at the epoch's
-end, so a progress bar advances once per epoch.
+not depend on the layout). Outside the warm-up ``on_progress`` gets the steps the
+workers report in the epoch's ``stepped`` array while the main process waits for them
+(every ``pool.PROGRESS_POLL_S``), so a progress bar moves during the epoch, not once per
+epoch; with the loop in this process (``vector=sync``), once at the epoch's end.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class WorkerRolloutCollector(RolloutCollector):
                                  tuple(act_space.shape))
             self._arrays = EpochBuffers.create(layout).views()
         self.noise_rngs = [torch.Generator().manual_seed(noise_seed(seed, i)) for i in range(self.num_envs)]
+        self._reported = 0  # the epoch's steps already passed to on_progress
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -135,10 +138,24 @@ class WorkerRolloutCollector(RolloutCollector):
         return torch.stack(draws, dim=1).numpy()
 
     def _run(self, plan: EpochPlan) -> list[Final]:
+        self._arrays["stepped"][...] = 0
+        self._reported = 0
         if self._pool is not None:
-            return self._pool.run_epoch(plan)
-        with one_thread():
-            return run_block(self._sync_envs, 0, plan, self._arrays)
+            on_wait = None if self.on_progress is None else self._report_progress
+            finals = self._pool.run_epoch(plan, on_wait)
+        else:
+            with one_thread():
+                finals = run_block(self._sync_envs, 0, plan, self._arrays)
+        self._report_progress()
+        return finals
+
+    def _report_progress(self) -> None:
+        """Pass the steps finished since the last report (the workers' ``stepped``
+        counts) to ``on_progress``."""
+        done = int(self._arrays["stepped"].sum())
+        if self.on_progress is not None and done > self._reported:
+            self.on_progress(done - self._reported)
+        self._reported = done
 
     def warming_up(self) -> bool:
         """Whether the next epoch runs the step engine's loop: the normalizer is on and has
@@ -182,7 +199,7 @@ class WorkerRolloutCollector(RolloutCollector):
             if epoch_stats is not None:
                 epoch_stats.merge(*moments)
 
-        record = StepRecorder(T, N, self.ep_ret, self.ep_cost, self.ep_len, self.on_progress)
+        record = StepRecorder(T, N, self.ep_ret, self.ep_cost, self.ep_len)  # progress came from _run
         for t in range(T):
             record.defer(t, a["reward"][t], a["cost"][t], a["terminated"][t], a["truncated"][t])
         record.flush()

@@ -54,6 +54,9 @@ class EpochLayout:
             "cost": (f64, (T, N)),
             "terminated": (flag, (T, N)),
             "truncated": (flag, (T, N)),
+            # Steps each env has finished this epoch: the progress the main process reads
+            # while it waits for the workers' replies.
+            "stepped": (np.dtype(np.int64), (N,)),
         }
 
     def offsets(self) -> tuple[dict[str, int], int]:

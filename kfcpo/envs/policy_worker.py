@@ -69,6 +69,7 @@ def run_block(
     obs, norm_obs, noise = arrays["obs"], arrays["norm_obs"], arrays["noise"]
     mean_out, act_out = arrays["mean"], arrays["act"]
     reward, cost, terminated, truncated = (arrays[k] for k in ("reward", "cost", "terminated", "truncated"))
+    stepped = arrays["stepped"]
     forward = plan.policy.mean_fn()
     rows = torch.zeros(norm_obs.shape[1:], dtype=torch.float32)  # all N envs' rows
     rows_np = rows.numpy()  # the same memory
@@ -95,4 +96,5 @@ def run_block(
             obs[t + 1, i] = next_obs
             reward[t, i], cost[t, i] = r, info[COST_KEY]
             terminated[t, i], truncated[t, i] = term, trunc
+        stepped[block] = t + 1
     return finals

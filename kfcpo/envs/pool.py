@@ -31,6 +31,7 @@ import multiprocessing as mp
 import pickle
 from collections.abc import Callable, Sequence
 from enum import Enum
+from multiprocessing.connection import wait as wait_for_any
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -48,6 +49,9 @@ if TYPE_CHECKING:  # annotations only: it loads torch, which the step engine's p
 
 # Seconds a closing worker gets to close its envs before it is terminated.
 CLOSE_TIMEOUT_S = 10.0
+# How often ``run_epoch`` calls its ``on_wait`` while the workers run an epoch (an epoch
+# lasts seconds; a progress bar redraws about this often).
+PROGRESS_POLL_S = 0.25
 
 
 @functools.cache
@@ -234,15 +238,23 @@ class PoolVectorEnv(VectorEnv):
         return (np.copy(a["obs"]), np.copy(a["reward"]), np.copy(a["terminated"]),
                 np.copy(a["truncated"]), infos)
 
-    def run_epoch(self, plan: EpochPlan) -> list[Final]:
+    def run_epoch(self, plan: EpochPlan, on_wait: Callable[[], None] | None = None) -> list[Final]:
         """Every worker runs ``plan`` on its block (``policy_worker.run_block``), reading
         and writing ``epoch_views``; the truncated episodes' final observations of all
-        envs. An error closes the pool before it is raised (envs are half stepped)."""
+        envs. ``on_wait`` is called every ``PROGRESS_POLL_S`` while workers are still
+        stepping and once when the last has answered (it may read ``stepped``). An error
+        closes the pool before it is raised (envs are half stepped)."""
         self._assert_idle("run_epoch")
         if self._epoch_buffers is None:
             raise RuntimeError("this pool was built without epoch buffers: pass epoch_steps")
         self._send(pw.POLICY, [plan] * self.workers)
         self._pending = _Pending.POLICY
+        if on_wait is not None:
+            busy = list(self._pipes)
+            while busy:  # a worker that dies makes its pipe readable too
+                answered = wait_for_any(busy, timeout=PROGRESS_POLL_S)
+                busy = [pipe for pipe in busy if pipe not in answered]
+                on_wait()
         return [final for block in self._wait(_Pending.POLICY) for final in block]
 
     def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
