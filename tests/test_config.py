@@ -36,6 +36,9 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["trainer.devicez=2"], "trainer.devicez: not an argument of lightning.pytorch.Trainer"),
         (["logger.wandb.mode=sometimes"], "logger.wandb.mode: got 'sometimes'"),
         (["num_envs"], "override 'num_envs': expected key=value"),
+        (["logger.wandb=false"], "logger.wandb: got False; expected a section with keys mode, project,"),
+        (["env=3"], "env: got 3; expected a section with keys id,"),
+        (["model=[64,64]"], "model: got [64, 64]; expected a section with keys"),
     ],
 )
 def test_config_errors_are_one_line_with_exit_2(overrides, expected, capsys) -> None:

@@ -96,9 +96,25 @@ def _compose_component(
     return {"name": name, **params}
 
 
+def _check_sections(layer: dict[str, Any], schema: DictConfig, prefix: str = "") -> None:
+    """A value where the schema has a section (`logger.wandb=false`) gets an error that
+    names the key and the section's keys; OmegaConf's own names neither."""
+    for key, value in layer.items():
+        if not isinstance(key, str) or key not in schema or not OmegaConf.is_dict(schema._get_node(key)):
+            continue  # unknown keys and plain values: the merge's errors say what is wrong
+        section = schema[key]
+        if isinstance(value, dict):
+            _check_sections(value, section, f"{prefix}{key}.")
+        elif value is not None:
+            keys = f" with keys {', '.join(map(str, section.keys()))}" if section.keys() else ""
+            raise ConfigError(f"{prefix}{key}: got {value!r}; expected a section{keys} "
+                              f"(e.g. {prefix}{key}.KEY=VALUE)")
+
+
 def _structured_merge(layers: list[dict[str, Any]]) -> DictConfig:
     cfg = OmegaConf.structured(Config)
     for layer in layers:
+        _check_sections(layer, cfg)
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
