@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from kfcpo.config import ConfigError, load_config
 from kfcpo.registry import FAMILIES, Registry, RegistryError, default_roots
-from kfcpo.tools.commands import add_tool_commands, split_overrides
+from kfcpo.seeding import EVAL_SEED_OFFSET
+from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides
 
 EXIT_CONFIG = 2
 PROG = "kfcpo"
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", help="record to this .mp4 or .gif (rendered headless)")
     ev.add_argument("--video-episodes", type=int, default=1, help="episodes to record (default 1)")
     ev.add_argument("--deterministic", action="store_true", help="act with the mean, not a sample")
-    ev.add_argument("--seed", type=int, help="env and action seed (default: the run's seed + 100000)")
+    ev.add_argument("--seed", type=seed_value,
+                    help=f"env and action seed (default: the run's seed + {EVAL_SEED_OFFSET})")
     ev.add_argument("--max-steps", type=int, help="cap steps per episode (default: the env's limit)")
     ev.add_argument("--camera", help="camera name (default: fixedfar on navigation tasks)")
     ev.add_argument("--wandb", action="store_true", help="log stats and video to wandb if the run used it")
@@ -84,7 +86,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (default: sys.argv) as a Namespace; ConfigError (one line) if it
     is not a valid one. `kfcpo benchmark` takes key=value overrides anywhere on the line."""
     words, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(words)
+    args, unknown = _parser().parse_known_args(words)
+    if unknown:  # argparse would report them from the top parser, naming no command
+        command = " ".join(w for w in (args.command, getattr(args, "measurement", None)) if w)
+        raise ConfigError(f"{command}: unrecognized arguments: {' '.join(unknown)}; "
+                          f"see '{PROG} {command} --help'")
     if overrides is not None:
         args.overrides = overrides
     return args

@@ -24,6 +24,7 @@ from kfcpo.envs import COST_KEY, ObsNormalizer, UnknownEnvError, make_env, space
 from kfcpo.models import GaussianActor
 from kfcpo.run.checkpoint import CHECKPOINT_KEY, VERSION_KEY, read_checkpoint, saved_config
 from kfcpo.run.layout import checkpoint_run_dir
+from kfcpo.seeding import EVAL_SEED_OFFSET
 from kfcpo.video import VideoWriter, check_video_path
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     # gymnasium-robotics' import notice, which kfcpo.envs' shim keeps quiet.
     import gymnasium
 
-# Training envs use seeds seed + 1000 * rank + i; an offset well past them gives
-# evaluation episodes (goal and hazard layouts) that training did not start from.
-EVAL_SEED_OFFSET = 100_000
 # Navigation tasks (built by safety_gymnasium's Builder) default to the robot's own
 # "vision" camera; "fixedfar" shows the whole arena. Other tasks keep their default
 # (the velocity tasks' camera tracks the agent; they have no "fixedfar").
@@ -118,6 +116,23 @@ def make_eval_env(
         if camera:
             kwargs["camera_name"] = camera
     return make_env(env_id, seed=seed, max_episode_steps=max_steps, **kwargs)
+
+
+def check_camera(env_id: str, camera: str) -> None:
+    """Raise ConfigError unless ``camera`` is one of the task's cameras: MuJoCo renders an
+    unknown name from its free camera, so a typo would silently record another view. A
+    throwaway env (its model exists after a reset), so the evaluation env's seeding is
+    untouched."""
+    probe = make_env(env_id)
+    try:
+        probe.reset(seed=0)
+        inner = probe.unwrapped
+        model = getattr(getattr(inner, "task", None), "model", None) or inner.model  # navigation or velocity
+        names = [model.camera(i).name for i in range(model.ncam)]
+    finally:
+        probe.close()
+    if camera not in names:
+        raise ConfigError(f"--camera: {env_id} has no camera {camera!r}; valid: {', '.join(names)}")
 
 
 def run_episodes(
@@ -254,8 +269,12 @@ def evaluate(
             raise ConfigError(f"--video: {err}") from None
         # Missing folders are made when the video is written; one that cannot be is refused now.
         check_file_path(video, "--video", VIDEO_VALID)
+    if camera is not None and video is None:
+        raise ConfigError("--camera: only used when recording; add --video PATH, or drop --camera")
     policy = load_policy(checkpoint)
     cfg = policy.config
+    if camera is not None:
+        check_camera(cfg.env.id, camera)
     if wandb:  # a WANDB_MODE wandb would refuse: the one-line error before any episode runs
         from kfcpo.wandb_run import resolve_mode
 

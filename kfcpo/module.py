@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from kfcpo import metrics_schema as schema
 from kfcpo.adam import adam
 from kfcpo.algorithm import Algorithm
+from kfcpo.config.validate import check_rank_split
 from kfcpo.data import Rollout, RolloutDataset
 from kfcpo.data.cost_window import EpisodeCostWindow
 from kfcpo.data.rollout import GAEConfig, RolloutCollector
@@ -37,6 +38,7 @@ from kfcpo.models import Critics, GaussianActor
 from kfcpo.registry import Registry
 from kfcpo.run.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_KEY
 from kfcpo.run.encoding import numpy_state_from_tensors, numpy_state_to_tensors
+from kfcpo.seeding import rank_seed
 from kfcpo.update import UpdateConfig, critic_update, policy_update
 
 # env.engine: where the rollout runs the policy (kfcpo.config.validate.ENGINE_MODES).
@@ -110,15 +112,11 @@ class SafeRLModule(pl.LightningModule):
         if self.collector is not None:
             return
         cfg, rank, world = self.cfg, self.global_rank, self.trainer.world_size
+        check_rank_split(cfg, world)  # also checked before the run starts (kfcpo.train.fit)
         per_rank = cfg.steps_per_epoch // world
-        if per_rank % cfg.env.num_envs:
-            raise ValueError(
-                f"steps_per_epoch / world_size = {per_rank} is not a multiple of "
-                f"env.num_envs={cfg.env.num_envs}"
-            )
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        seed = int(cfg.seed) + 1000 * rank
+        seed = rank_seed(int(cfg.seed), rank)
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
@@ -157,11 +155,11 @@ class SafeRLModule(pl.LightningModule):
         s = rollout.stats
         sums = all_sum(torch.tensor([s.ep_ret_sum, s.ep_cost_sum, s.ep_len_sum, s.episodes, s.env_steps],
                                     dtype=torch.float64))
-        episodes = int(sums[3])
+        ep_ret, ep_cost, ep_len, episodes, env_steps = sums.tolist()
         if episodes:  # otherwise keep the previous estimate (no episode finished)
-            for i, key in enumerate(("ep_ret", "ep_cost", "ep_len")):
-                self.episode_means[key] = float(sums[i]) / episodes
-        self.env_steps += int(sums[4])
+            for key, total in (("ep_ret", ep_ret), ("ep_cost", ep_cost), ("ep_len", ep_len)):
+                self.episode_means[key] = total / episodes
+        self.env_steps += int(env_steps)
         for costs in gather_to_all(s.ep_costs):  # rank order: the same window on every rank
             self.cost_window.extend(costs)
         means = self.episode_means  # checkpointed under these keys; logged under the schema's

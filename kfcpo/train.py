@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from kfcpo.config.validate import check_rank_split
 from kfcpo.module import SafeRLModule
 from kfcpo.progress import EnvStepProgressBar
 from kfcpo.registry import Registry
@@ -141,6 +142,7 @@ def fit(cfg: DictConfig, registry: Registry | None = None) -> Path:
         write_run_config(cfg, out_dir / CONFIG_FILE)
         module = SafeRLModule(cfg, registry)
         trainer = build_trainer(cfg, out_dir, resume.epoch if resume else None)
+        check_rank_split(cfg, trainer.world_size)  # the world size is known from here on
     with quiet_lightning(out_dir):
         trainer.fit(module, ckpt_path=resume.checkpoint if resume else None)
     return out_dir

@@ -22,6 +22,9 @@ RUN_INFO_KEYS = ("kfcpo_version", "kfcpo_git_commit")
 GIT_TIMEOUT_S = 5
 
 
+# Hex digits of a commit shown where git cannot abbreviate it (or for one line).
+SHORT_HASH_LEN = 12
+
 def _pyproject_version(root: Path) -> str | None:
     """The version pyproject.toml declares, if `root` holds kfcpo's own pyproject.toml."""
     import tomllib
@@ -74,7 +77,7 @@ def git_commit() -> str | None:
 def short_commit(commit: str) -> str:
     """git's abbreviation of `commit` (as long as this repository needs, as `git rev-parse
     --short` gives it), else its first 12 hex digits."""
-    return _git("rev-parse", "--short", commit) or commit[:12]
+    return _git("rev-parse", "--short", commit) or commit[:SHORT_HASH_LEN]
 
 
 def run_info() -> dict[str, str | None]:
@@ -88,7 +91,7 @@ def describe() -> str:
     if commit is None:
         return f"{DIST_NAME} {version()}"
     short, _, modified = commit.partition("+")
-    return f"{DIST_NAME} {version()} (git {short[:12]}{', modified' if modified else ''})"
+    return f"{DIST_NAME} {version()} (git {short[:SHORT_HASH_LEN]}{', modified' if modified else ''})"
 
 
 __version__ = version()

@@ -25,6 +25,8 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["guard.target_kl=high"], "guard.target_kl: expected float"),
         (["guard.target_kl=-1.0"], "guard 'early_stop': target_kl: got -1.0"),
         (["seed=abc"], "seed:"),
+        (["seed=-1"], "seed: got -1; expected an integer in [0, 2147483647]"),
+        ([f"seed={2**31}"], "seed: got 2147483648; expected an integer in [0, 2147483647]"),
         (["gamma=1.5"], "gamma: got 1.5; expected in (0, 1]"),
         (["env.vector=threads"], "env.vector: got 'threads'; expected one of sync, async"),
         (["env.workers=-1"], "env.workers: got -1; expected an integer >= 0 (0 = one worker process"),
@@ -87,6 +89,29 @@ def test_bad_config_file_is_one_line(name, make, problem, capsys, tmp_path) -> N
     err = capsys.readouterr().err
     assert err.splitlines() == [f"kfcpo: error: --config: {problem.format(path=path)}"], err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.devices=3"], "steps_per_epoch: 20000 is not a multiple of the 3 ranks"),
+        (["trainer.devices=2", "env.num_envs=32"],
+         "steps_per_epoch: 10000 per rank (20000 over 2 ranks) is not a multiple of env.num_envs=32"),
+    ],
+)
+def test_rank_split_is_checked_before_the_run_starts(overrides, expected, tmp_path) -> None:
+    """Known once the Trainer exists (devices may be 'auto'), after Lightning's own device
+    lines: the error is the last line, one line, before any rank or env starts, and the
+    run folder made for the run is removed again."""
+    args = ["fit", "--config", GOAL, "env.vector=sync", "trainer.accelerator=cpu", "trainer.strategy=ddp",
+            *overrides, f"out_dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, "-m", "kfcpo.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("kfcpo: error: ") and expected in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_process_exits_2_without_traceback() -> None:

@@ -20,6 +20,7 @@ from kfcpo.envs import (
     make_env,
     make_vector_env,
 )
+from kfcpo.envs.ids import EXAMPLE_IDS
 
 GOAL = "SafetyPointGoal1-v0"
 # Driving straight ahead leaves Circle1's safe band within ~60-140 steps, which
@@ -117,8 +118,11 @@ def test_unknown_env_id_names_close_matches() -> None:
     assert isinstance(err.value, ValueError) and "\n" not in message
     assert message.startswith("unknown env id 'SafetyPointButon1-v0'; close matches: ")
     assert "SafetyPointButton1-v0" in message
-    with pytest.raises(UnknownEnvError):
+    with pytest.raises(UnknownEnvError) as err:
         make_vector_env("NoSuchTask-v0", 2)
+    # Nothing close: say what an id looks like, with examples that exist.
+    assert str(err.value).startswith("unknown env id 'NoSuchTask-v0'; expected a Safety Gymnasium id, e.g. ")
+    assert set(EXAMPLE_IDS) <= set(envs.env_ids())
 
 
 def test_env_ids_and_space_dims() -> None:

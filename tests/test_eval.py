@@ -169,6 +169,24 @@ def test_video_path_that_cannot_be_written_is_refused_before_any_episode(
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_unknown_camera_or_camera_without_video_is_refused_before_any_episode(
+    ckpt: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(ev, "make_eval_env", lambda *a, **k: pytest.fail("an env was made"))
+    video = tmp_path / "v.gif"
+    assert main(["eval", str(ckpt), "--video", str(video), "--camera", "fixedfra"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("kfcpo: error: --camera: ") and "has no camera 'fixedfra'; valid: " in line, line
+    assert "fixedfar" in line
+    assert main(["eval", str(ckpt), "--camera", "fixedfar"]) == 2
+    assert one_error_line(capsys) == ("kfcpo: error: --camera: only used when recording; add --video PATH, "
+                                      "or drop --camera")
+    assert main(["eval", str(ckpt), "--seed", "-1"]) == 2
+    seed_error = "kfcpo: error: eval: argument --seed: expected an integer in [0, "
+    assert one_error_line(capsys).startswith(seed_error)
+    assert not video.exists()
+
+
 def test_truncated_checkpoint(ckpt: Path, tmp_path: Path, capsys) -> None:
     data = ckpt.read_bytes()
     half = tmp_path / "half.ckpt"

@@ -16,6 +16,7 @@ from kfcpo.config.errors import ConfigError
 from kfcpo.models.actor import GaussianActor
 from kfcpo.models.mlp import ACTIVATIONS
 from kfcpo.registry import COMPONENT_FAMILIES, Registry, RegistryError, split_section
+from kfcpo.seeding import SEED_VALID, is_seed
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 VECTOR_MODES = ("sync", "async")
@@ -47,6 +48,7 @@ def _choice(options: tuple[str, ...] | list[str]) -> Callable[[Any], bool]:
 
 
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", is_seed, SEED_VALID),
     ("env.num_envs", _positive, "an integer >= 1"),
     ("env.vector", _choice(VECTOR_MODES), f"one of {', '.join(VECTOR_MODES)}"),
     ("env.workers", lambda x: x >= 0, "an integer >= 0 (0 = one worker process per core)"),
@@ -208,6 +210,20 @@ def check_file_path(path: str | Path, key: str, valid: str) -> Path:
     return p
 
 
+def check_rank_split(cfg: DictConfig, world: int) -> None:
+    """Each of ``world`` ranks collects steps_per_epoch / world steps, env.num_envs at a
+    time: a one-line ConfigError if either division leaves a remainder (no step is
+    silently dropped)."""
+    if cfg.steps_per_epoch % world:
+        raise ConfigError(f"steps_per_epoch: {cfg.steps_per_epoch} is not a multiple of the {world} ranks "
+                          f"(trainer.devices x trainer.num_nodes)")
+    per_rank = cfg.steps_per_epoch // world
+    if per_rank % cfg.env.num_envs:
+        ranks = f" per rank ({cfg.steps_per_epoch} over {world} ranks)" if world > 1 else ""
+        raise ConfigError(f"steps_per_epoch: {per_rank}{ranks} is not a multiple of "
+                          f"env.num_envs={cfg.env.num_envs}")
+
+
 def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> None:
     """Check a composed config (module docstring): ranges and choices, each component's
     parameters (by building it), the composition rules, the trainer's arguments and,
@@ -216,10 +232,7 @@ def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> Non
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}: got {value!r}; expected {expected}")
-    if cfg.steps_per_epoch % cfg.env.num_envs:
-        raise ConfigError(
-            f"steps_per_epoch: {cfg.steps_per_epoch} is not a multiple of env.num_envs={cfg.env.num_envs}"
-        )
+    check_rank_split(cfg, world=1)
     for family in COMPONENT_FAMILIES:
         _check_component(cfg, registry, family)
     _check_composition(cfg, registry)

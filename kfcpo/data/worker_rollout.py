@@ -65,7 +65,7 @@ def noise_seed(seed: int, env: int) -> int:
     """The seed of env ``env``'s action-noise generator in a run (rank) seeded ``seed``:
     ``SeedSequence((seed, env))``'s first 64-bit word. A function of the env's index, not
     of the worker that steps it; hashed, so the streams of neighbouring envs and of other
-    ranks (seeded ``seed + 1000 rank``) are unrelated."""
+    ranks (``kfcpo.seeding.rank_seed``) are unrelated."""
     return int(np.random.SeedSequence((seed, env)).generate_state(1, np.uint64)[0])
 
 

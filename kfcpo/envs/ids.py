@@ -8,6 +8,8 @@ import difflib
 from safety_gymnasium.utils.registration import safe_registry
 
 MAX_SUGGESTIONS = 5
+# Shown when nothing is close: what an id looks like.
+EXAMPLE_IDS = ("SafetyPointGoal1-v0", "SafetyCarButton2-v0", "SafetyHopperVelocity-v1")
 # Low enough that a typo or a wrong level/robot still finds its neighbours.
 SUGGESTION_CUTOFF = 0.6
 
@@ -27,5 +29,7 @@ def validate_env_id(env_id: str) -> None:
     if env_id in known:
         return
     matches = difflib.get_close_matches(env_id, known, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
-    hint = f"close matches: {', '.join(matches)}" if matches else "see kfcpo.envs.env_ids()"
+    hint = (f"close matches: {', '.join(matches)}" if matches else
+            f"expected a Safety Gymnasium id, e.g. {', '.join(EXAMPLE_IDS)} "
+            f"(all {len(known)}: kfcpo.envs.env_ids())")
     raise UnknownEnvError(f"unknown env id {env_id!r}; {hint}")

@@ -112,7 +112,9 @@ def find_checkpoint(path: str | Path, key: str = RESUME_KEY) -> tuple[Path, dict
     """The checkpoint to resume from, and its contents.
 
     A file is read as is (unreadable: the one-line error). A run folder (or its
-    `checkpoints/`) gives its newest checkpoint that reads, by modification time:
+    `checkpoints/`) gives its newest checkpoint that reads (``last.ckpt`` first, then
+    the epoch checkpoints from the latest epoch down, then other files by modification
+    time; ``_progress_order``):
     unreadable ones, e.g. truncated by a crash of an older writer, are skipped with a
     warning, so a run resumes from its last complete checkpoint.
     """

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from kfcpo.config import ConfigError
+from kfcpo.seeding import SEED_VALID, is_seed
 
 KEY = "SPEC"  # how messages name the spec file (the command line's positional argument)
 SPEC_VALID = "an ablation spec YAML file, e.g. docs/results/ablations/circle.yaml"
@@ -76,8 +77,8 @@ TOP_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "total_steps": (lambda x: _is_int(x) and x >= 1, "an integer >= 1"),
     "steps_per_epoch": (lambda x: _is_int(x) and x >= 1, "an integer >= 1"),
     "num_envs": (lambda x: _is_int(x) and x >= 1, "an integer >= 1"),
-    "seeds": (lambda x: isinstance(x, list) and bool(x) and all(map(_is_int, x)),
-              "a non-empty list of integers"),
+    "seeds": (lambda x: isinstance(x, list) and bool(x) and all(map(is_seed, x)) and len(set(x)) == len(x),
+              f"a non-empty list of distinct seeds, each {SEED_VALID}"),
     "variants": (lambda x: isinstance(x, dict) and bool(x), "a non-empty mapping of name -> variant"),
     "studies": (lambda x: isinstance(x, dict) and bool(x),
                 "a non-empty mapping of title -> list of variant names"),

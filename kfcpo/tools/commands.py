@@ -14,6 +14,8 @@ import importlib
 import math
 from collections.abc import Callable, Sequence
 
+from kfcpo.seeding import SEED_VALID, is_seed
+
 Handler = Callable[[argparse.Namespace], int]
 
 # Commands whose key=value words may stand anywhere on the line (between options too),
@@ -30,8 +32,8 @@ THROUGHPUT_NUM_ENVS = (1, 2, 4, 8)
 THROUGHPUT_LAYOUTS = ("sync", "async:2", "async:n")
 THROUGHPUT_ALGORITHMS = ("kfcpo", "cpo")
 THROUGHPUT_STEPS, THROUGHPUT_EPOCHS, THROUGHPUT_ROUNDS = 8000, 3, 2
-# Swaps worth a row beside the presets: the issue's "CPO with K-FAC curvature" and the
-# paper's third experiment, KFCPO with CG curvature.
+# Swaps worth a row beside the presets: CPO with K-FAC curvature (what K-FAC alone does
+# to CPO's update time) and the paper's third experiment, KFCPO with CG curvature.
 PRESETS_EXTRA = ("cpo preconditioner.name=kfac", "kfcpo preconditioner.name=cg")
 PRESETS_ENV, PRESETS_STEPS, PRESETS_NUM_ENVS, PRESETS_REPEATS = "SafetyPointButton1-v0", 20000, 4, 3
 # KFCPO's minibatch (one K-FAC update per minibatch), then full-batch sizes.
@@ -59,6 +61,17 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a seed (``kfcpo.seeding.SEED_VALID``)."""
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
+    if not is_seed(value):
+        raise argparse.ArgumentTypeError(f"expected {SEED_VALID}, got '{text}'")
+    return value
 
 
 def finite_float(text: str) -> float:
@@ -110,7 +123,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--algorithms", nargs="+", required=True, help="algorithm presets")
     p.add_argument("--envs", nargs="+", default=list(BENCHMARK_ENVS), help="env ids" + DEFAULT)
-    p.add_argument("--seeds", nargs="+", type=int, default=list(BENCHMARK_SEEDS), help="seeds" + DEFAULT)
+    p.add_argument("--seeds", nargs="+", type=seed_value, default=list(BENCHMARK_SEEDS),
+                   help="seeds" + DEFAULT)
     p.add_argument("--total-steps", type=at_least(1), required=True, help="env steps per run (the budget)")
     p.add_argument("--steps-per-epoch", type=at_least(1), help="env steps per epoch (default: config's)")
     p.add_argument("--num-envs", type=at_least(1), help="envs per run (default: config's)")
@@ -174,7 +188,7 @@ def _add_throughput(bench: argparse._SubParsersAction) -> None:
                    help="env steps per raw measurement (0: steps-per-epoch)")
     p.add_argument("--rounds", type=at_least(1), default=THROUGHPUT_ROUNDS,
                    help="passes over every row, interleaved" + DEFAULT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--out", default="", help="markdown file to write (also after each round)")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides for every fit")
     p.set_defaults(handler=_handler("bench.throughput"))
@@ -189,7 +203,7 @@ def _add_presets(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--num-envs", type=at_least(1), default=PRESETS_NUM_ENVS,
                    help="envs collecting the rollout" + DEFAULT)
     p.add_argument("--repeats", type=at_least(1), default=PRESETS_REPEATS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--threads", type=at_least(1), default=1, help="torch threads (training's default: 1)")
     p.add_argument("--extra", nargs="*", default=list(PRESETS_EXTRA),
                    help='more rows, each "algorithm key=value ...", e.g. "cpo preconditioner.name=kfac"')
@@ -213,7 +227,7 @@ def _add_envs(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=at_least(1), default=ENVS_STEPS, help="env steps per measurement")
     p.add_argument("--envs", type=at_least(1), nargs="+", default=list(ENVS_NUM_ENVS), help="env counts")
     p.add_argument("--tasks", nargs="+", default=list(ENVS_TASKS), help="env ids" + DEFAULT)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.set_defaults(handler=_handler("bench.envs"))
 
 
@@ -227,7 +241,7 @@ def _add_projection(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--num-envs", type=at_least(1), default=PROJECTION_NUM_ENVS)
     p.add_argument("--minibatch-size", type=at_least(0), default=PROJECTION_MINIBATCH,
                    help="states per blended step (0 = the whole rollout)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(PROJECTION_SEEDS))
+    p.add_argument("--seeds", type=seed_value, nargs="+", default=list(PROJECTION_SEEDS))
     p.add_argument("--jc", type=non_negative_float, nargs="+", default=list(PROJECTION_JC),
                    help="episode costs, in units of the cost limit, to blend at")
     p.set_defaults(handler=_handler("bench.projection"))

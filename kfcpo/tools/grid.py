@@ -108,6 +108,10 @@ class GridSpec:
 def check(spec: GridSpec) -> list[DictConfig]:
     """Every (algorithm, env) config and both folders, checked before any run starts;
     ConfigError (one line) if one is wrong. Creates nothing."""
+    for flag, values in (("--algorithms", spec.algorithms), ("--envs", spec.envs), ("--seeds", spec.seeds)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:  # two fits would write into one run folder at once
+            raise ConfigError(f"{flag}: {', '.join(repeated)} given more than once; name each once")
     for item in spec.overrides:
         key = item.split("=", 1)[0]
         if key in CONTROLLED_KEYS:

@@ -36,6 +36,7 @@ from kfcpo.guard.base import PolicyMover, mean_kl
 from kfcpo.module import SafeRLModule
 from kfcpo.registry import split_section
 from kfcpo.run.checkpoint import CHECKPOINT_KEY, read_checkpoint, saved_config
+from kfcpo.tools.commands import PROJECTION_MINIBATCH
 from kfcpo.update import minibatches
 
 
@@ -70,7 +71,8 @@ def collect(module: SafeRLModule, steps: int, num_envs: int, seed: int) -> Batch
 
 
 def compare(
-    module: SafeRLModule, batch: Batch, jc_units: list[float], seed: int, minibatch_size: int = 128
+    module: SafeRLModule, batch: Batch, jc_units: list[float], seed: int,
+    minibatch_size: int = PROJECTION_MINIBATCH,
 ) -> dict[tuple, list]:
     """Per (inner, Jc / d): a row (projected, cost raised, dL_c, dL_r, KL) per minibatch of
     `minibatch_size` states (0 = the whole rollout)."""
