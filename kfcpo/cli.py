@@ -85,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (default: sys.argv) as a Namespace; ConfigError (one line) if it
     is not a valid one. `kfcpo benchmark` takes key=value overrides anywhere on the line."""
-    words, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    args, unknown = _parser().parse_known_args(words)
+    parser = _parser()
+    words, overrides = split_overrides(sys.argv[1:] if argv is None else argv, parser)
+    args, unknown = parser.parse_known_args(words)
     if unknown:  # argparse would report them from the top parser, naming no command
         command = " ".join(w for w in (args.command, getattr(args, "measurement", None)) if w)
         raise ConfigError(f"{command}: unrecognized arguments: {' '.join(unknown)}; "

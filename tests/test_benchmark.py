@@ -211,6 +211,13 @@ def test_overrides_may_stand_anywhere() -> None:
     assert args.overrides == ["update_iters=1", "model.critic_iters=1"]
 
 
+def test_a_flag_value_with_an_equals_sign_is_the_flags() -> None:
+    args = parse_args(["benchmark", "--algorithms", "a", "--out", "out=1", "seed_like=2", "--runs-dir", "r=2",
+                       "--total-steps", "10", "--report"])
+    assert args.out == "out=1" and args.runs_dir == "r=2" and args.report
+    assert args.overrides == ["seed_like=2"]
+
+
 def synthetic_run(ret: list[float], steps: list[float] | None = None):
     steps = steps or [100.0 * (i + 1) for i in range(len(ret))]
     metrics = {"episode/return": np.array(ret), "episode/cost": np.zeros(len(ret))}

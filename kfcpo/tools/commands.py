@@ -102,16 +102,30 @@ def _handler(module: str) -> Handler:
     return handle
 
 
-def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+def _value_options(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The option strings of `command`'s parser that take a value."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return {s for a in action.choices[command]._actions if a.nargs != 0 for s in a.option_strings}
+    return set()
+
+
+def split_overrides(
+    argv: Sequence[str], parser: argparse.ArgumentParser
+) -> tuple[list[str], list[str] | None]:
     """For a command in OVERRIDES_ANYWHERE: the words without its key=value words, and
-    those words; for any other command: the words unchanged, and None."""
+    those words; for any other command: the words unchanged, and None. A word right
+    after an option that takes a value is that value (`--out a=b` is a folder)."""
     words = list(argv)
     command = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
     if command is None or words[command] not in OVERRIDES_ANYWHERE:
         return words, None
-    head, tail = words[: command + 1], words[command + 1:]
-    overrides = [w for w in tail if "=" in w and not w.startswith("-")]
-    return head + [w for w in tail if w not in overrides], overrides
+    takes_value = _value_options(parser, words[command])
+    rest, overrides = words[: command + 1], []
+    for before, word in zip(words[command:], words[command + 1:], strict=False):
+        is_override = "=" in word and not word.startswith("-") and before not in takes_value
+        (overrides if is_override else rest).append(word)
+    return rest, overrides
 
 
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
