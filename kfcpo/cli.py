@@ -1,4 +1,4 @@
-"""`kfcpo fit`, `kfcpo eval`, `kfcpo export`, `kfcpo registry`, `kfcpo --version`, and the
+"""`kfcpo fit`, `kfcpo eval`, `kfcpo export`, `kfcpo registry`, `kfcpo envs`, `kfcpo --version`, and the
 tools (`kfcpo benchmark`, `plot`, `ablate`, `bench ...`, declared in kfcpo.tools.commands):
 the command line. Bad input, on the command line or found before any work starts, is one
 line `kfcpo: error: ...` naming what is wrong and what is valid, exit code 2."""
@@ -6,6 +6,7 @@ line `kfcpo: error: ...` naming what is wrong and what is valid, exit code 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -18,6 +19,7 @@ from kfcpo.seeding import EVAL_SEED_OFFSET
 from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides
 
 EXIT_CONFIG = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process its pipe closed on
 PROG = "kfcpo"
 
 
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="default: onnx for an -o ending in .onnx, torchscript otherwise")
     ex.add_argument("--stochastic", action="store_true",
                     help="sample the action (mean + std * noise) instead of the mean")
+    envs = sub.add_parser("envs", help="list the Safety Gymnasium env ids", description="kfcpo envs [TEXT]")
+    envs.add_argument("text", nargs="?", help="only the ids containing TEXT (any case), e.g. PointGoal")
     reg = sub.add_parser("registry", help="list the component registry")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     add_tool_commands(sub)
@@ -118,6 +122,17 @@ def _print_registry(family: str | None) -> None:
                 print(f"  {'':<14} not with: {' + '.join(rule.traits)} ({rule.why})")
 
 
+def _print_env_ids(text: str | None) -> None:
+    from kfcpo.envs import env_ids  # the envs only when listing them
+
+    known = env_ids()
+    ids = [i for i in known if text is None or text.lower() in i.lower()]
+    if not ids:
+        raise ConfigError(f"envs: no env id contains {text!r}; {len(known)} are registered, e.g. "
+                          f"SafetyPointGoal1-v0 (kfcpo envs lists them all)")
+    print("\n".join(ids))
+
+
 def _export(args: argparse.Namespace) -> int:
     from kfcpo.export import export  # torch and the envs only when exporting
 
@@ -136,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)
         if args.command == "registry":
             _print_registry(args.family)
+            return 0
+        if args.command == "envs":
+            _print_env_ids(args.text)
             return 0
         if args.command == "eval":
             from kfcpo.evaluate import evaluate  # torch, envs and renderers only when evaluating
@@ -162,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RegistryError) as err:
         print(f"kfcpo: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader went away (`kfcpo envs | head`): not an error of kfcpo's. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -31,5 +31,5 @@ def validate_env_id(env_id: str) -> None:
     matches = difflib.get_close_matches(env_id, known, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
     hint = (f"close matches: {', '.join(matches)}" if matches else
             f"expected a Safety Gymnasium id, e.g. {', '.join(EXAMPLE_IDS)} "
-            f"(all {len(known)}: kfcpo.envs.env_ids())")
+            f"(all {len(known)}: kfcpo envs)")
     raise UnknownEnvError(f"unknown env id {env_id!r}; {hint}")
