@@ -124,12 +124,13 @@ def _print_registry(family: str | None) -> None:
 
 def _print_env_ids(text: str | None) -> None:
     from kfcpo.envs import env_ids  # the envs only when listing them
+    from kfcpo.envs.ids import EXAMPLE_IDS
 
     known = env_ids()
     ids = [i for i in known if text is None or text.lower() in i.lower()]
     if not ids:
         raise ConfigError(f"envs: no env id contains {text!r}; {len(known)} are registered, e.g. "
-                          f"SafetyPointGoal1-v0 (kfcpo envs lists them all)")
+                          f"{', '.join(EXAMPLE_IDS)} (kfcpo envs lists them all)")
     print("\n".join(ids))
 
 

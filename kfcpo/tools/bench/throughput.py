@@ -88,7 +88,7 @@ def resolve(spec: str, num_envs: int) -> Layout:
     with `+worker` (the worker engine)."""
     worker = spec.endswith(WORKER_SUFFIX)
     engine = "worker" if worker else "step"
-    base = spec.removesuffix(WORKER_SUFFIX) if worker else spec
+    base = spec.removesuffix(WORKER_SUFFIX)
     if base == "sync":
         return Layout("sync", engine=engine)
     vector, _, count = base.partition(":")
