@@ -21,6 +21,8 @@ from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides
 EXIT_CONFIG = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process its pipe closed on
 PROG = "kfcpo"
+TOP_OPTIONS = ("--help", "-h", "--version")
+EVAL_EPISODES = 10  # `kfcpo eval`'s default: enough for a mean, quick on one core
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,8 +30,14 @@ class _Parser(argparse.ArgumentParser):
     flag, a bad value, a missing argument) is a one-line ConfigError, which `main` prints
     like every other input error, instead of argparse's usage block."""
 
+    # The top parser's commands, set by `_parser`, so a missing command can name them.
+    commands: tuple[str, ...] = ()
+
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()  # e.g. "bench throughput"
+        if not command and self.commands and message.endswith("required: command"):
+            raise ConfigError(f"a command is required, one of: {', '.join(self.commands)}; "
+                              f"see '{PROG} --help'")
         raise ConfigError(f"{command}: {message}; see '{self.prog} --help'" if command
                           else f"{message}; see '{PROG} --help'")
 
@@ -59,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint (stats, optional video)",
                         description="kfcpo eval CHECKPOINT [--episodes N] [--video PATH] ...")
     ev.add_argument("checkpoint", help="a kfcpo checkpoint, e.g. runs/.../checkpoints/last.ckpt")
-    ev.add_argument("--episodes", "-n", type=int, default=10, help="episodes to run (default 10)")
+    ev.add_argument("--episodes", "-n", type=int, default=EVAL_EPISODES,
+                    help=f"episodes to run (default {EVAL_EPISODES})")
     ev.add_argument("--video", help="record to this .mp4 or .gif (rendered headless)")
     ev.add_argument("--video-episodes", type=int, default=1, help="episodes to record (default 1)")
     ev.add_argument("--deterministic", action="store_true", help="act with the mean, not a sample")
@@ -83,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("registry", help="list the component registry")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     add_tool_commands(sub)
+    parser.commands = tuple(sub.choices)
     return parser
 
 
@@ -91,6 +101,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     is not a valid one. `kfcpo benchmark` takes key=value overrides anywhere on the line."""
     parser = _parser()
     words, overrides = split_overrides(sys.argv[1:] if argv is None else argv, parser)
+    if words and words[0].startswith("-") and words[0] not in TOP_OPTIONS:
+        # argparse would complain that the command is missing, not about the option.
+        raise ConfigError(f"unrecognized option {words[0]} before the command; valid: "
+                          f"{', '.join(TOP_OPTIONS)} or a command; see '{PROG} --help'")
     args, unknown = parser.parse_known_args(words)
     if unknown:  # argparse would report them from the top parser, naming no command
         command = " ".join(w for w in (args.command, getattr(args, "measurement", None)) if w)

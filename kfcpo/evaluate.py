@@ -247,7 +247,7 @@ def _check_positive(name: str, value: int | None) -> None:
 
 def evaluate(
     checkpoint: str | Path,
-    episodes: int = 10,
+    episodes: int,
     *,
     video: str | Path | None = None,
     video_episodes: int = 1,

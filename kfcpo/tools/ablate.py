@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kfcpo.config.validate import check_folder_path
-from kfcpo.metrics_schema import BLENDER_W_C, EPISODE_COST, EPISODE_RETURN, GUARD_ROLLBACK_FRAC
+from kfcpo.metrics_schema import BLENDER_W_C, GUARD_ROLLBACK_FRAC
 from kfcpo.run.history import Run
 from kfcpo.tools.ablate_spec import AblationSpec, check_variant_names, load_spec
 from kfcpo.tools.benchmark import run_spec
@@ -30,18 +30,17 @@ from kfcpo.tools.results import (
     FINAL_FRACTION,
     HALF,
     NO_VALUE,
+    SCORE_COLUMNS,
     complete_runs,
-    final_value,
-    mean_std,
-    second_half,
+    markdown_rule,
+    score_cells,
 )
 
 PROG = "kfcpo ablate"
 REPORT_FILE = "ablations.md"
 # Per-epoch diagnostics reported beside return and cost: mean over all epochs of a run.
 DIAGNOSTICS = (GUARD_ROLLBACK_FRAC, BLENDER_W_C)
-HEADER = ("variant", "what changes", "final return", "final cost", "return, 2nd half", "cost, 2nd half",
-          "seeds", "rollback rate", "w_c")
+HEADER = ("variant", "what changes", *SCORE_COLUMNS, "seeds", "rollback rate", "w_c")
 VARIANT_JOBS = 1  # one run at a time: a variant's runs share the machine with nothing else
 
 
@@ -77,15 +76,12 @@ def row(spec: AblationSpec, name: str, runs: list[Run]) -> tuple[str, ...]:
     """One variant's table row: finals, second halves, seeds and diagnostics."""
     what = spec.variants[name].what
     if not runs:
-        return (name, what, *[NO_VALUE] * 4, "0", NO_VALUE, NO_VALUE)
-    returns = [final_value(r, EPISODE_RETURN) for r in runs]
-    costs = [final_value(r, EPISODE_COST) for r in runs]
-    halves = [mean_std([second_half(r, m) for r in runs]) for m in (EPISODE_RETURN, EPISODE_COST)]
+        return (name, what, *score_cells(runs), "0", *(NO_VALUE,) * len(DIAGNOSTICS))
     diags = []
     for metric in DIAGNOSTICS:
         values = [mean_over_epochs(r, metric) for r in runs]
         diags.append(NO_VALUE if all(math.isnan(v) for v in values) else f"{np.nanmean(values):.2f}")
-    return (name, what, mean_std(returns), mean_std(costs), *halves, str(len(runs)), *diags)
+    return (name, what, *score_cells(runs), str(len(runs)), *diags)
 
 
 def slug(title: str) -> str:
@@ -108,7 +104,7 @@ def write_report(spec: AblationSpec, runs_dir: Path, out: Path, command: str) ->
     ]
     for title, names in spec.studies.items():
         lines += ["", f"## {title}", "", "| " + " | ".join(HEADER) + " |",
-                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADER) - 2)) + "|"]
+                  markdown_rule(HEADER, numeric=HEADER[2:])]
         lines += ["| " + " | ".join(row(spec, n, by_variant[n])) + " |" for n in names]
         runs = [r for n in names for r in by_variant[n]]
         if runs:

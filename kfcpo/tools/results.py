@@ -21,8 +21,9 @@ FINAL_FRACTION = 0.1  # "final" = mean over this last fraction of a run's epochs
 # per-epoch cost 5-60 around a mean of 25), so the mean over the last half of the epochs
 # is reported beside "final" as the steadier measure of where a method holds the cost.
 HALF = 0.5
-TABLE_HEADER = ("env", "algorithm", "final return", "final cost", "return, 2nd half", "cost, 2nd half",
-                "seeds", "cost limit met")
+# Return and cost over seeds: the columns every results and ablation table shares.
+SCORE_COLUMNS = ("final return", "final cost", "return, 2nd half", "cost, 2nd half")
+TABLE_HEADER = ("env", "algorithm", *SCORE_COLUMNS, "seeds", "cost limit met")
 RESULTS_FILE, CURVES_FILE = "results.md", "curves.png"
 NO_VALUE = "–"  # a cell without runs
 
@@ -66,16 +67,28 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=SEED_DDOF):.2f}"
 
 
+def score_cells(runs: Sequence[Run]) -> tuple[str, ...]:
+    """The SCORE_COLUMNS cells of some seeds' runs (NO_VALUE each without runs)."""
+    if not runs:
+        return (NO_VALUE,) * len(SCORE_COLUMNS)
+    finals = [mean_std([final_value(r, m) for r in runs]) for m in (EPISODE_RETURN, EPISODE_COST)]
+    halves = [mean_std([second_half(r, m) for r in runs]) for m in (EPISODE_RETURN, EPISODE_COST)]
+    return (*finals, *halves)
+
+
+def markdown_rule(header: Sequence[str], numeric: Sequence[str]) -> str:
+    """A table's separator row: the `numeric` columns right-aligned, the others left."""
+    return "|" + "|".join("---:" if column in numeric else "---" for column in header) + "|"
+
+
 def table_row(env: str, algorithm: str, runs: Sequence[Run]) -> tuple[str, ...]:
     """One (env, algorithm) row: final and 2nd-half return and cost over seeds, limit met."""
     if not runs:
-        return (env, algorithm, *[NO_VALUE] * 4, "0", NO_VALUE)
-    returns = [final_value(r, EPISODE_RETURN) for r in runs]
+        return (env, algorithm, *score_cells(runs), "0", NO_VALUE)
     costs = [final_value(r, EPISODE_COST) for r in runs]
-    halves = [mean_std([second_half(r, m) for r in runs]) for m in (EPISODE_RETURN, EPISODE_COST)]
     limit = min(cost_limits(runs), default=math.nan)  # the strictest, should seeds differ
     met = f"yes (≤ {limit:g})" if np.mean(costs) <= limit else f"no (> {limit:g})"
-    return (env, algorithm, mean_std(returns), mean_std(costs), *halves, str(len(runs)), met)
+    return (env, algorithm, *score_cells(runs), str(len(runs)), met)
 
 
 def results_markdown(spec: GridSpec, runs: Sequence[Run]) -> str:
@@ -94,7 +107,7 @@ def results_markdown(spec: GridSpec, runs: Sequence[Run]) -> str:
         "cost ≤ the runs' `cost_limit`.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 5 + ["---"]) + "|",
+        markdown_rule(TABLE_HEADER, numeric=(*SCORE_COLUMNS, "seeds")),
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
         f"![return and cost curves]({CURVES_FILE})",
