@@ -33,7 +33,7 @@ from kfcpo.blender.cpo import CPOBlender, CPOSolution, solve_cpo_qp
 
 DIM = 5
 DELTA = 0.01
-TOL = 1e-9  # relative to the step's length (the bar was 1e-5 absolute)
+TOL = 1e-9  # relative to the step's length, so it is as strict for short steps as for long ones
 SEEDS = range(6)
 STARTS = 4  # the second opinion's starting points: the origin and random interior points
 # A solver point counts as feasible within this (relative) slack; it may then exceed the

@@ -22,7 +22,8 @@ install_stack() {
   shift
   [[ -x "$venv/bin/python" ]] || "$PY" -m venv "$venv"
   local pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q "$@")
-  # torch first, pinned: 2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+  # torch first, pinned: the CPU build where pip's find-links hold it (the CI machines); an
+  # unpinned torch would pull the newest multi-GB CUDA build.
   "${pip[@]}" "torch==2.13.0"
   "${pip[@]}" -r "$ROOT/requirements.txt"
   # safety-gymnasium 1.0.0 hard-pins gymnasium 0.28.1, mujoco 2.3.3 and pygame 2.1.0 (no

@@ -44,8 +44,8 @@ class KFAC(Preconditioner):
 
     Args:
         damping: Tikhonov damping lambda added to every Kronecker eigenvalue, (F + lambda I).
-            1e-3 by default: the Fisher's natural scale is Sigma^-1 = exp(-2 log_std) ~ 2.7
-            at the initial log-std, so lambda only regularizes directions whose curvature is
+            1e-3 by default: the Fisher's natural scale is Sigma^-1 = exp(-2 log_std) = 1
+            at the initial log-std (0), so lambda only regularizes directions whose curvature is
             below ~1e-3 of that (nearly policy-invariant ones) instead of reshaping the
             whole step as ACKTR's 1e-2 does; the trust region (`quad`) sets the length.
         decay: beta of the bias-corrected moving average of the factors (no identity init).

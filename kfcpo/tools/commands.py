@@ -1,5 +1,5 @@
 """The command lines of kfcpo's tools: `kfcpo benchmark`, `kfcpo plot`, `kfcpo ablate` and
-`kfcpo bench throughput|presets|precond|envs|projection`.
+`kfcpo bench throughput|presets|preconditioner|envs|projection`.
 
 Light on purpose: `kfcpo --help` and `kfcpo fit` build these parsers too, so this module
 imports no torch, envs or matplotlib; each command's module is imported only when it runs
