@@ -220,3 +220,21 @@ def test_metrics_report_case_and_multipliers_then_reset() -> None:
     blender.blend(Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), 25.0 + c, 25.0), p)
     assert blender.metrics() == {"cpo_case": 0.0, "cpo_lambda": 0.0, "cpo_nu": 0.0}
     assert blender.metrics() == {}
+
+
+@pytest.mark.parametrize(("factor", "case"), [(0.6, 1), (-0.05, 2)])
+def test_metrics_report_the_kkt_multipliers_of_the_step(factor: float, case: int) -> None:
+    """Where both multipliers are positive, the metrics are the step's KKT multipliers
+    (g_r = lam F x + nu g_c), found from the step alone by the oracle. The reward gradient
+    is signed so that the reward step raises the cost: then the constraint binds."""
+    p, g_r, g_c = random_problem(1)
+    if float(g_r @ p.solve(g_c)) < 0.0:
+        g_r = -g_r
+    c = c_for(p, g_c, factor)
+    blender = CPOBlender(target_kl=DELTA)
+    step = blender.blend(Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), 25.0 + c, 25.0), p)
+    kkt = trust_region_kkt(step.numpy(), g_r.numpy(), p.m.numpy(), DELTA, (g_c.numpy(), c))
+    m = blender.metrics()
+    assert m["cpo_case"] == case and kkt.multipliers["lam"] > 0.0 and kkt.multipliers["nu"] > 0.0
+    assert m["cpo_lambda"] == pytest.approx(kkt.multipliers["lam"], rel=1e-7)
+    assert m["cpo_nu"] == pytest.approx(kkt.multipliers["nu"], rel=1e-7)

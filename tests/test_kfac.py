@@ -196,9 +196,13 @@ def test_all_updates_skipped_falls_back_to_identity() -> None:
     pre.update(torch.full((4, 5), float("nan"), dtype=torch.float64))
     g = torch.ones(numel(actor), dtype=torch.float64)
     x = pre.solve(g)
-    assert torch.isfinite(x).all()
-    # Mean blocks: (1 + damping)^-1 g; log-std block: exact (2 + damping)^-1 g.
-    assert torch.allclose(x.max(), torch.tensor(1 / (1 + pre.damping), dtype=torch.float64))
+    # Mean blocks: identity factors, (1 + damping)^-1 g; the log-std block keeps its exact
+    # Fisher 2 I (whatever the std), so (2 + damping)^-1 g.
+    is_log_std = torch.cat([torch.full((q.numel(),), q is actor.log_std) for q in params_of(actor)])
+    expected = torch.full_like(x, 1 / (1 + pre.damping))
+    expected[is_log_std] = 1 / (2 + pre.damping)
+    assert is_log_std.any() and not is_log_std.all()
+    torch.testing.assert_close(x, expected, rtol=1e-12, atol=0.0)
 
 
 def test_state_dict_round_trip_resumes_exactly() -> None:

@@ -95,9 +95,27 @@ def test_rescale_shrinks_a_step_beyond_the_trust_region_onto_its_boundary(seed: 
     assert float(0.5 * p.quad(paper)) > DELTA
     assert float(0.5 * p.quad(shrunk)) == pytest.approx(DELTA, rel=1e-9)
     torch.testing.assert_close(shrunk / shrunk.norm(), paper / paper.norm())  # same direction
-    # inside the region (no projection, or a short one) nothing changes
+    # no projection: nothing changes (a short projection: the test below)
     near = Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), LIMIT - 10.0, LIMIT)
     assert torch.equal(PCPOBlender(rescale=True).blend(near, p), PCPOBlender().blend(near, p))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rescale_leaves_a_short_projection_inside_the_region_as_it_is(seed: int) -> None:
+    """Just past the linearized constraint the projection is short; when the reward step
+    raises the cost, it moves the step towards the origin (in the F-norm), so it is inside
+    the region and `rescale` must neither shrink nor enlarge it."""
+    p, g_r, g_c = problem(seed)
+    half = reward_step(p, g_r)
+    if float(g_c @ half) < 0.0:  # make the reward step raise the cost: the conflict case
+        g_c = -g_c
+    raise_c = float(g_c @ half)
+    d = Directions(g_r, p.solve(g_r), g_c, p.solve(g_c), LIMIT - raise_c + 1e-3 * raise_c, LIMIT)
+    paper = PCPOBlender(target_kl=DELTA)
+    step = paper.blend(d, p)
+    assert paper.metrics()["pcpo_projected_frac"] == 1.0
+    assert float(0.5 * p.quad(step)) < DELTA
+    assert torch.equal(PCPOBlender(target_kl=DELTA, rescale=True).blend(d, p), step)
 
 
 def test_metrics_count_projections_then_reset() -> None:

@@ -1,5 +1,7 @@
 """The registry is data: every entry loads, matches its class, and is listed."""
 
+from pathlib import Path
+
 import pytest
 
 from kfcpo.cli import main
@@ -16,6 +18,18 @@ def test_every_component_matches_its_class(registry) -> None:
         assert registry.names(family), family
         for name in registry.names(family):
             assert check_signature(registry.get(family, name)) == [], (family, name)
+
+
+def test_the_signature_check_names_a_parameter_the_class_lacks(tmp_path: Path) -> None:
+    """The negative control of the test above: an entry whose params its class does not
+    accept is reported, and only the unknown ones."""
+    (tmp_path / "blender").mkdir()
+    (tmp_path / "blender" / "typo.yaml").write_text(
+        "description: margin blender with two misspelt params\n"
+        "target: kfcpo.blender.margin.MarginBlender\n"
+        "params: {k: 10.0, margn: 0.7, taget_kl: 0.01}\n")
+    entry = Registry([tmp_path]).get("blender", "typo")
+    assert check_signature(entry) == ["margn", "taget_kl"]
 
 
 def test_presets_name_known_components(registry) -> None:
