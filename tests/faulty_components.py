@@ -1,6 +1,7 @@
 """Broken registry components for negative controls (loaded through an extra registry
 folder, the way users add their own components): one that fails on one rank (the DDP
-failure test), one whose cost direction is reversed (the learning test)."""
+failure test), one that moves rank 1's policy a little further (the sync check's control),
+one whose cost direction is reversed (the learning test)."""
 
 import torch
 
@@ -15,6 +16,15 @@ class FailsOnRank1(Identity):
     def update(self, obs: torch.Tensor) -> None:
         if world_size() > 1 and torch.distributed.get_rank() == 1:
             raise RuntimeError("injected failure on rank 1")
+
+
+class SkewedOnRank1(MarginBlender):
+    """KFCPO's blender with rank 1's step 0.1% longer: the ranks' policies drift apart,
+    which the sync check must catch."""
+
+    def blend(self, d: Directions, precond: Preconditioner) -> torch.Tensor:
+        step = super().blend(d, precond)
+        return step * 1.001 if world_size() > 1 and torch.distributed.get_rank() == 1 else step
 
 
 class CostAscendingMargin(MarginBlender):

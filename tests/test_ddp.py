@@ -113,6 +113,26 @@ def test_ranks_hold_identical_parameters_after_every_update(algorithm, tmp_path)
     assert rows[1].split(",")[rows[0].split(",").index("time/env_steps")] == "1000.0"
 
 
+@pytest.mark.slow
+def test_the_sync_check_stops_a_fit_whose_ranks_drift_apart(tmp_path) -> None:
+    """The control of the test above: with rank 1's steps 0.1% longer (a test double
+    registered the way users add a blender), the same fit fails on the check."""
+    extra = tmp_path / "catalogue" / "blender"
+    extra.mkdir(parents=True)
+    (extra / "skewed_on_rank1.yaml").write_text(
+        "description: test double\ntarget: faulty_components.SkewedOnRank1\n"
+        "params: {k: 10.0, margin: 0.7, normalize: true, project: adaptive, target_kl: 0.005, "
+        "inner: fisher, unit_directions: true, trend: 2.0}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    cmd = [sys.executable, "-m", "kfcpo.cli", "fit", "--config", str(ROOT / "conf" / "goal.yaml"),
+           "algorithm=kfcpo", f"registry_paths=[{tmp_path / 'catalogue'}]",
+           "blender.name=skewed_on_rank1", *DDP_RUN, f"out_dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode != 0
+    assert "ranks diverged: 'actor." in proc.stderr, proc.stderr[-3000:]
+
+
 def _diverged_rank_main(rank: int, port: int, out: str) -> None:
     from kfcpo.dist import assert_same_on_ranks
 
