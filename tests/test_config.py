@@ -41,6 +41,11 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["logger.wandb=false"], "logger.wandb: got False; expected a section with keys mode, project,"),
         (["env=3"], "env: got 3; expected a section with keys id,"),
         (["model=[64,64]"], "model: got [64, 64]; expected a section with keys"),
+        (["model.hidden=[64,"], "override 'model.hidden=[64,': not a valid value ("),
+        (["seed=${foo}"], "Interpolation key 'foo' not found; an interpolation names another key"),
+        (["cost_limit=inf"], "cost_limit: got inf; expected a finite number"),
+        (["model.critic_lr=inf"], "model.critic_lr: got inf; expected a finite number"),
+        (["guard.target_kl=nan"], "guard.target_kl: got 'nan'; expected a finite number"),
     ],
 )
 def test_config_errors_are_one_line_with_exit_2(overrides, expected, capsys) -> None:

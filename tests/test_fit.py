@@ -202,6 +202,47 @@ def test_bad_resume_paths_are_refused(finished, tmp_path, capsys) -> None:
     assert snapshot(tmp_path, finished) == before
 
 
+def test_resume_keeps_what_the_run_learns_with(finished, tmp_path, capsys) -> None:
+    """A resumed run may change its budget and layout, not its learning settings; and no
+    fewer steps than it has done. The run folder is left as it was."""
+    fit = ["fit", "--config", GOAL, *TINY, f"resume={finished}"]
+    before = snapshot(tmp_path, finished)
+    assert refusal(capsys, [*fit, "total_steps=1000", "seed=1", "cost_limit=10"]) == (
+        "resume: the checkpoint was trained with seed=0 (this config: 1), cost_limit=25.0 (this "
+        "config: 10.0); a resumed run keeps what it learns with (it may change total_steps, the "
+        "hardware, the env layout and the logging): resume with the run's values, e.g. --config "
+        "<run>/config.yaml, or start a new run"
+    )
+    five = [f"{k}={v}" for k, v in (("gamma", 0.9), ("cost_gamma", 0.9), ("gae_lambda", 0.9),
+                                    ("update_iters", 3), ("model.critic_lr", 0.01))]
+    assert refusal(capsys, [*fit, "total_steps=1000", *five]).startswith(
+        "resume: the checkpoint was trained with gamma=0.99 (this config: 0.9), cost_gamma=0.99 (this "
+        "config: 0.9), gae_lambda=0.95 (this config: 0.9) and 2 more; "
+    )
+    assert refusal(capsys, [*fit, "total_steps=400"]) == (
+        "total_steps: 400 is below the 500 steps the checkpoint has done; give total_steps >= 500 to "
+        "continue it"
+    )
+    assert snapshot(tmp_path, finished) == before
+    # The run's own config.yaml resumes it (the provenance keys kfcpo appends are dropped).
+    resumed = tmp_path / "resumed"
+    assert main(["fit", "--config", str(finished / "config.yaml"), "total_steps=1000", "env.vector=async",
+                 f"resume={finished}", f"out_dir={resumed}"]) == 0
+    assert [r["epoch"] for r in read_metrics(resumed)] == ["1"]
+
+
+def test_a_config_file_kfcpo_did_not_write_is_never_overwritten(tmp_path, capsys) -> None:
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text("# my experiment\nalgorithm: ppo_lag\ncost_limit: 20\n")
+    before = snapshot(exp)
+    assert refusal(capsys, ["fit", "--config", str(exp / "config.yaml"), *TINY, f"out_dir={exp}"]) == (
+        f"out_dir: '{exp / 'config.yaml'}' is not a kfcpo run's config and a run would overwrite it; "
+        "give a new or empty out_dir, or move the file"
+    )
+    assert snapshot(exp) == before
+
+
 def test_resume_into_another_runs_folder_is_refused(finished, tmp_path, capsys) -> None:
     other = fake_run(tmp_path / "other")
     before = snapshot(tmp_path, finished)

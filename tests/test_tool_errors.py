@@ -75,6 +75,19 @@ def test_benchmark_refuses_bad_input(args: list[str], expected: str, tmp_path: P
     assert expected in refused(["benchmark", *args], tmp_path, cli_error, monkeypatch)
 
 
+def test_reports_without_runs_write_nothing(tmp_path: Path, cli_error, monkeypatch) -> None:
+    """--report over a runs folder with no complete run (missing, or a run cut short)
+    refuses, so a table of dashes never replaces a real one."""
+    (tmp_path / "runs" / "SafetyPointGoal1-v0" / "ppo_lag" / "seed0").mkdir(parents=True)
+    line = refused([*BENCHMARK, "--report", "--runs-dir", "runs", "--out", "out"], tmp_path, cli_error,
+                   monkeypatch)
+    assert line.startswith("--report: none of the grid's 3 runs is complete in 'runs', so nothing is written")
+    spec = write_spec(tmp_path)
+    line = refused(["ablate", str(spec), "--report", "--runs-dir", "nope", "--out", "out"], tmp_path,
+                   cli_error, monkeypatch)
+    assert line.startswith("--report: no variant has a complete run in 'nope', so nothing is written")
+
+
 def test_benchmark_refuses_an_output_folder_under_a_file(tmp_path: Path, cli_error, monkeypatch) -> None:
     (tmp_path / "afile").write_text("x")
     line = refused([*BENCHMARK, "--out", "afile/out"], tmp_path, cli_error, monkeypatch)

@@ -64,10 +64,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}': expected key=value (e.g. env.num_envs=4)")
-    try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"overrides: {str(err).splitlines()[0]}") from None
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as err:  # yaml: a value like [64,
+            what = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"override '{item}': not a valid value ({what}); expected key=value "
+                              "with a YAML value, e.g. model.hidden=[64,64]") from None
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
 
 
 def _layer_value(layer: dict[str, Any], key: str) -> Any:
@@ -157,4 +161,10 @@ def compose(
     cfg = _structured_merge([*plain, {"algorithm": str(algorithm)}])
     for family, section in components.items():
         cfg[family] = section
+    try:  # interpolations (${...}) resolved now: a bad one is an input error, not a crash later
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "interpolation"
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}; an interpolation names another "
+                          "key, e.g. cost_gamma=${gamma}") from None
     return cfg, registry

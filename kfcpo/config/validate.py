@@ -4,6 +4,7 @@ before any environment starts, as a one-line ConfigError naming the key."""
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,8 @@ def _check_component(cfg: DictConfig, registry: Registry, family: str) -> None:
             valid = ", ".join(["name", *sorted(entry.params)])
             raise ConfigError(f"{family}.{key}: unknown parameter of {family} '{name}'; valid: {valid}")
         default = entry.params[key]
+        if isinstance(default, float) and _names_a_number(value):
+            raise ConfigError(f"{family}.{key}: got {value!r}; expected a finite number")
         if not _type_matches(default, value):
             raise ConfigError(
                 f"{family}.{key}: expected {type(default).__name__} "
@@ -224,10 +227,28 @@ def check_rank_split(cfg: DictConfig, world: int) -> None:
                           f"env.num_envs={cfg.env.num_envs}")
 
 
+def _check_finite(tree: dict[str, Any], prefix: str = "") -> None:
+    """No number in the config is inf or NaN: none of them has a meaning as a setting."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{key}: got {value!r}; expected a finite number")
+
+
+def _names_a_number(value: Any) -> bool:
+    """'inf', 'nan': the words an untyped component section keeps as text."""
+    try:
+        return isinstance(value, str) and not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> None:
     """Check a composed config (module docstring): ranges and choices, each component's
     parameters (by building it), the composition rules, the trainer's arguments and,
     with `check_env`, the env id. Raises a one-line ConfigError naming the key."""
+    _check_finite(OmegaConf.to_container(cfg))
     for key, ok, expected in RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):

@@ -4,6 +4,7 @@
 - `folder`: the refusals and the setup of the folder `kfcpo fit` writes into.
 - `atomic`: writing a file so that a crash leaves the old one or the new one.
 - `checkpoint`: the checkpoint format, reading, finding and compatibility.
+- `resume_rules`: which config keys a resumed run may change.
 - `encoding`: what a checkpoint holds that is not a tensor, stored as tensors.
 - `checkpoint_io`: Lightning's side of writing checkpoints (atomic, every epoch).
 - `metrics`: reading `metrics.csv` rows (and folding a stash older kfcpo left).

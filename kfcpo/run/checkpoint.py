@@ -27,6 +27,7 @@ from kfcpo.run.layout import (
     last_checkpoint,
     resume_run_dir,
 )
+from kfcpo.run.resume_rules import check_same_run
 
 CHECKPOINT_KEY = "kfcpo"
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes incompatibly (2: stacked critics)
@@ -158,4 +159,5 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         return None
     path, ckpt = find_checkpoint(cfg.resume)
     check_compatible(ckpt, cfg)
+    check_same_run(saved_config(ckpt), cfg, int(ckpt[CHECKPOINT_KEY]["env_steps"]), RESUME_KEY)
     return ResumePoint(path, int(ckpt["epoch"]), resume_run_dir(path))

@@ -53,6 +53,23 @@ def refuse_finished_run(out_dir: Path) -> None:
         )
 
 
+def refuse_foreign_config(out_dir: Path) -> None:
+    """A run writes its config.yaml into its folder: one that kfcpo did not write (no
+    RUN_INFO_HEADER, e.g. the user's own experiment file) is never overwritten."""
+    config = out_dir / CONFIG_FILE
+    if not os.path.isfile(config):
+        return
+    try:
+        written_by_kfcpo = RUN_INFO_HEADER in config.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise ConfigError(f"out_dir: cannot read '{config}' ({err.strerror}); give a new out_dir") from None
+    if not written_by_kfcpo:
+        raise ConfigError(
+            f"out_dir: '{config}' is not a kfcpo run's config and a run would overwrite it; give "
+            "a new or empty out_dir, or move the file"
+        )
+
+
 def check_out_dir(out_dir: Path, resume_run: Path | None) -> None:
     """Refuse, before anything is created, an out_dir that is a file, cannot be written,
     lies inside another run's folder, or (resuming `resume_run`) holds a different run."""
@@ -74,6 +91,8 @@ def check_out_dir(out_dir: Path, resume_run: Path | None) -> None:
             f"out_dir: '{out_dir}' already holds another run ({', '.join(held_run(out_dir))}); a resumed "
             f"run continues in its own folder '{resume_run}' or in a new out_dir"
         )
+    if resume_run is None or out_dir.resolve() != resume_run.resolve():
+        refuse_foreign_config(out_dir)
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kfcpo.config import ConfigError
 from kfcpo.config.validate import check_folder_path
 from kfcpo.metrics_schema import BLENDER_W_C, GUARD_ROLLBACK_FRAC
 from kfcpo.run.history import Run
 from kfcpo.tools.ablate_spec import AblationSpec, check_variant_names, load_spec
 from kfcpo.tools.benchmark import run_spec
 from kfcpo.tools.commands import ABLATE_RUNS_DIR
-from kfcpo.tools.grid import GridSpec, check
+from kfcpo.tools.grid import GridSpec, any_complete, check
 from kfcpo.tools.plot import plot_runs
 from kfcpo.tools.provenance import runs_code, timestamp
 from kfcpo.tools.results import (
@@ -136,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     grids = {name: variant_grid(spec, name, runs_dir, args.report) for name in names}
     for grid in grids.values():
         check(grid)  # a bad override in the last variant stops before the first one runs
+    if args.report:  # only variants with runs are tabled; none: nothing is written
+        grids = {name: grid for name, grid in grids.items() if any_complete(grid)}
+        if not grids:
+            raise ConfigError(f"--report: no variant has a complete run in '{runs_dir}', so nothing is "
+                              "written; give the --runs-dir the study ran in, or run it without --report")
     codes = []
     for name, grid in grids.items():
         print(f"{PROG}: variant {name}", flush=True)

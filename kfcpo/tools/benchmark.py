@@ -24,7 +24,16 @@ import argparse
 import sys
 
 from kfcpo.config import ConfigError
-from kfcpo.tools.grid import PROG, GridSpec, check, cores_per_run, default_jobs, report_missing, run_grid
+from kfcpo.tools.grid import (
+    PROG,
+    GridSpec,
+    any_complete,
+    check,
+    cores_per_run,
+    default_jobs,
+    report_missing,
+    run_grid,
+)
 from kfcpo.tools.results import write_results
 
 EXIT_FAILED = 1  # a run failed, or its results could not be read back
@@ -36,6 +45,10 @@ def run_spec(spec: GridSpec) -> int:
     configs = check(spec)
     jobs = spec.jobs or default_jobs(cores_per_run(configs))
     runs = spec.runs()
+    if spec.report and not any_complete(spec):  # a table of dashes would replace a real one
+        raise ConfigError(f"--report: none of the grid's {len(runs)} runs is complete in "
+                          f"'{spec.runs_dir}', so nothing is written; give the --runs-dir the grid ran "
+                          "in, or run it without --report")
     how = "report only, none started" if spec.report else f"up to {jobs} at a time"
     print(f"{PROG}: {len(runs)} runs, {how}, in {spec.runs_dir}", flush=True)
     failures = report_missing(spec, runs) if spec.report else run_grid(spec, runs, jobs)

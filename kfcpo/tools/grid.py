@@ -143,6 +143,11 @@ def is_complete(run_dir: Path, total_steps: int) -> bool:
     return reached_steps(run_dir) >= total_steps
 
 
+def any_complete(spec: GridSpec) -> bool:
+    """Whether at least one of the grid's runs reached the budget (something to table)."""
+    return any(is_complete(run.dir, spec.total_steps) for run in spec.runs())
+
+
 def prepare_incomplete(run: RunSpec) -> Path | None:
     """The checkpoint to resume from, or None after clearing the folder of a run that
     never reached a checkpoint. The resumed fit keeps the metrics rows its checkpoint
