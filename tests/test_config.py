@@ -44,6 +44,8 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["model.hidden=[64,"], "override 'model.hidden=[64,': not a valid value ("),
         (["seed=${foo}"], "Interpolation key 'foo' not found; an interpolation names another key"),
         (["cost_limit=inf"], "cost_limit: got inf; expected a finite number"),
+        (["env.id="], "env.id: a value is required (nothing after '='); e.g. env.id=SafetyPointGoal1-v0"),
+        (["model.hidden=abc"], "model.hidden: expected a list, e.g. model.hidden=[64,64]"),
         (["model.critic_lr=inf"], "model.critic_lr: got inf; expected a finite number"),
         (["guard.target_kl=nan"], "guard.target_kl: got 'nan'; expected a finite number"),
     ],

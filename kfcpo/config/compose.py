@@ -134,6 +134,13 @@ def _describe(err: OmegaConfBaseException) -> str:
         node = OmegaConf.structured(Config)
         valid = sorted(OmegaConf.select(node, parent).keys()) if parent else sorted(node.keys())
         return f"{key}: unknown key; valid keys here: {', '.join(map(str, valid))}"
+    if msg.startswith("Incompatible value 'None'"):  # `key=` with nothing after the '='
+        default = OmegaConf.select(OmegaConf.structured(Config), key)
+        return f"{key}: a value is required (nothing after '='); e.g. {key}={default}"
+    if "is not a ListConfig" in msg:
+        default = OmegaConf.select(OmegaConf.structured(Config), key)
+        example = str(OmegaConf.to_container(default)).replace(" ", "")
+        return f"{key}: expected a list, e.g. {key}={example}"
     return f"{key}: {msg}"
 
 
