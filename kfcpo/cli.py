@@ -20,6 +20,7 @@ from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides
 
 EXIT_CONFIG = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process its pipe closed on
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
 PROG = "kfcpo"
 TOP_OPTIONS = ("--help", "-h", "--version")
 EVAL_EPISODES = 10  # `kfcpo eval`'s default: enough for a mean, quick on one core
@@ -195,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RegistryError) as err:
         print(f"kfcpo: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        # Ctrl-C while starting up or in a tool: the user's own stop, not a crash to debug.
+        # (Lightning handles it itself during training.)
+        print("kfcpo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`kfcpo envs | head`): not an error of kfcpo's. Point stdout
         # at devnull so the interpreter's final flush does not raise again.

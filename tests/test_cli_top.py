@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from helpers import ERROR_PREFIX
 
-from kfcpo.cli import EXIT_CONFIG, _parser, main
+from kfcpo import cli
+from kfcpo.cli import EXIT_CONFIG, EXIT_INTERRUPTED, _parser, main
 
 
 def test_a_missing_command_names_every_command(cli_error) -> None:
@@ -31,3 +32,12 @@ def test_the_top_options_still_work(capsys) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("kfcpo ")
+
+
+def test_ctrl_c_ends_with_one_line_and_exit_130(capsys, monkeypatch) -> None:
+    def interrupted(family: str | None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_print_registry", interrupted)
+    assert main(["registry"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "kfcpo: interrupted\n"
