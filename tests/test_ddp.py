@@ -113,22 +113,28 @@ def test_ranks_hold_identical_parameters_after_every_update(algorithm, tmp_path)
     assert rows[1].split(",")[rows[0].split(",").index("time/env_steps")] == "1000.0"
 
 
+def fit_with_test_double(tmp_path: Path, algorithm: str, family: str, cls: str,
+                         params: str) -> subprocess.CompletedProcess:
+    """A 2-rank `kfcpo fit` of `algorithm` whose `family` component is the test double
+    faulty_components.`cls`, registered the way users add a component."""
+    extra = tmp_path / "catalogue" / family
+    extra.mkdir(parents=True)
+    (extra / "double.yaml").write_text(
+        f"description: test double\ntarget: faulty_components.{cls}\nparams: {params}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    cmd = [sys.executable, "-m", "kfcpo.cli", "fit", "--config", str(ROOT / "conf" / "goal.yaml"),
+           f"algorithm={algorithm}", f"registry_paths=[{tmp_path / 'catalogue'}]",
+           f"{family}.name=double", *DDP_RUN, f"out_dir={tmp_path / 'run'}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+
+
 @pytest.mark.slow
 def test_the_sync_check_stops_a_fit_whose_ranks_drift_apart(tmp_path) -> None:
     """The control of the test above: with rank 1's steps 0.1% longer (a test double
     registered the way users add a blender), the same fit fails on the check."""
-    extra = tmp_path / "catalogue" / "blender"
-    extra.mkdir(parents=True)
-    (extra / "skewed_on_rank1.yaml").write_text(
-        "description: test double\ntarget: faulty_components.SkewedOnRank1\n"
-        "params: {k: 10.0, margin: 0.7, normalize: true, project: adaptive, target_kl: 0.005, "
-        "inner: fisher, unit_directions: true, trend: 2.0}\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    cmd = [sys.executable, "-m", "kfcpo.cli", "fit", "--config", str(ROOT / "conf" / "goal.yaml"),
-           "algorithm=kfcpo", f"registry_paths=[{tmp_path / 'catalogue'}]",
-           "blender.name=skewed_on_rank1", *DDP_RUN, f"out_dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    params = ("{k: 10.0, margin: 0.7, normalize: true, project: adaptive, target_kl: 0.005, "
+              "inner: fisher, unit_directions: true, trend: 2.0}")
+    proc = fit_with_test_double(tmp_path, "kfcpo", "blender", "SkewedOnRank1", params)
     assert proc.returncode != 0
     assert "ranks diverged: 'actor." in proc.stderr, proc.stderr[-3000:]
 
@@ -158,16 +164,7 @@ def test_sync_check_names_the_diverged_tensor(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_job_within_bounded_time(tmp_path) -> None:
-    extra = tmp_path / "catalogue" / "preconditioner"
-    extra.mkdir(parents=True)
-    (extra / "fails_on_rank1.yaml").write_text(
-        "description: test double\ntarget: faulty_components.FailsOnRank1\n"
-        "params: {lr: 0.0003, max_grad_norm: 40.0}\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    cmd = [sys.executable, "-m", "kfcpo.cli", "fit", "--config", str(ROOT / "conf" / "goal.yaml"),
-           "algorithm=ppo_lag", f"registry_paths=[{tmp_path / 'catalogue'}]",
-           "preconditioner.name=fails_on_rank1", *DDP_RUN, f"out_dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    params = "{lr: 0.0003, max_grad_norm: 40.0}"
+    proc = fit_with_test_double(tmp_path, "ppo_lag", "preconditioner", "FailsOnRank1", params)
     assert proc.returncode != 0
     assert "injected failure on rank 1" in proc.stderr
