@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kfcpo.cli import EXIT_CONFIG, main
-from kfcpo.config import load_config
+from kfcpo.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = str(ROOT / "conf" / "goal.yaml")
@@ -107,17 +107,36 @@ def test_bad_config_file_is_one_line(name, make, problem, capsys, tmp_path) -> N
     ],
 )
 def test_rank_split_is_checked_before_the_run_starts(overrides, expected, tmp_path) -> None:
-    """Known once the Trainer exists (devices may be 'auto'), after Lightning's own device
-    lines: the error is the last line, one line, before any rank or env starts, and the
-    run folder made for the run is removed again."""
+    """With the devices named, checked with the rest of the config: the error is the only
+    line, before Lightning starts, and no run folder is made."""
     args = ["fit", "--config", GOAL, "env.vector=sync", "trainer.accelerator=cpu", "trainer.strategy=ddp",
             *overrides, f"out_dir={tmp_path / 'run'}"]
     proc = subprocess.run([sys.executable, "-m", "kfcpo.cli", *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert proc.returncode == EXIT_CONFIG, proc.stderr
-    last = proc.stderr.splitlines()[-1]
-    assert last.startswith("kfcpo: error: ") and expected in last, proc.stderr
-    assert "Traceback" not in proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("kfcpo: error: ") and expected in line, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_rank_split_of_auto_devices_is_checked_once_the_trainer_exists(tmp_path, monkeypatch) -> None:
+    """devices 'auto': the world size is only known once the Trainer exists; the error
+    then comes before any rank or env starts, and the run folder made is removed again."""
+    import kfcpo.train
+
+    real = kfcpo.train.build_trainer
+
+    def three_ranks(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        monkeypatch.setattr(type(trainer), "world_size", property(lambda self: 3))
+        return trainer
+
+    monkeypatch.setattr(kfcpo.train, "build_trainer", three_ranks)
+    cfg, registry = load_config(GOAL, ["env.vector=sync", "env.num_envs=1", "steps_per_epoch=200",
+                                       "total_steps=200", "logger.wandb.mode=disabled",
+                                       f"out_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="steps_per_epoch: 200 is not a multiple of the 3 ranks"):
+        kfcpo.train.fit(cfg, registry)
     assert not (tmp_path / "run").exists()
 
 

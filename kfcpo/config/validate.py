@@ -227,6 +227,19 @@ def check_rank_split(cfg: DictConfig, world: int) -> None:
                           f"env.num_envs={cfg.env.num_envs}")
 
 
+def explicit_world(trainer: dict[str, Any]) -> int | None:
+    """The number of ranks when `trainer` names it (devices as a count or a list, times
+    num_nodes), so the split is checked before Lightning starts; None for "auto", -1 and
+    other forms only the Trainer resolves (it is checked again once the Trainer exists)."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    count = len(devices) if isinstance(devices, list) else devices
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 1 and isinstance(nodes, int):
+        return count * nodes
+    return None
+
+
 def _check_finite(tree: dict[str, Any], prefix: str = "") -> None:
     """No number in the config is inf or NaN: none of them has a meaning as a setting."""
     for key, value in tree.items():
@@ -253,7 +266,7 @@ def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> Non
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}: got {value!r}; expected {expected}")
-    check_rank_split(cfg, world=1)
+    check_rank_split(cfg, world=explicit_world(OmegaConf.to_container(cfg.trainer)) or 1)
     for family in COMPONENT_FAMILIES:
         _check_component(cfg, registry, family)
     _check_composition(cfg, registry)
