@@ -80,8 +80,9 @@ POLICY_LOG_STD = _declare(POLICY, "log_std", "mean log standard deviation of the
                           "log", "log_std")
 UPDATE_POLICY_STEPS = _declare(UPDATE, "policy_steps", "policy steps proposed this epoch (minibatches)",
                                "steps", "policy_steps")
-UPDATE_STOPPED_EARLY = _declare(UPDATE, "stopped_early", "1 when the epoch's KL stop ended the update "
-                                "before its last minibatch", "flag", "stopped_early")
+UPDATE_STOPPED_EARLY = _declare(UPDATE, "stopped_early", "1 when the update ended before its last "
+                                "minibatch: the epoch's KL stop, or a refused whole-rollout step",
+                                "flag", "stopped_early")
 UPDATE_NONFINITE_STEPS = _declare(UPDATE, "nonfinite_steps", "policy steps skipped for a non-finite "
                                   "gradient or direction", "steps", "nonfinite_steps")
 CRITIC_LOSS = _declare(CRITIC, "loss", "mean loss of the critics' regression (reward + cost, with L2)",

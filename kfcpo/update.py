@@ -110,9 +110,12 @@ def policy_update(
         blender.observe_cost(ep_cost, cost_limit)
     guard.begin_epoch()
     steps = committed = nonfinite = 0
-    stopped = False
-    for _ in range(cfg.update_iters):
-        for idx in minibatches(batch, cfg.minibatch_size, generator):
+    stopped = done = False
+    passes = cfg.update_iters
+    for pass_index in range(passes):
+        chunks = list(minibatches(batch, cfg.minibatch_size, generator))
+        for i, idx in enumerate(chunks):
+            left = (passes - 1 - pass_index) * len(chunks) + len(chunks) - 1 - i  # minibatches after this
             mb = batch.select(idx)
             precond.update(mb.obs)
             loss_r, loss_c = blender.surrogates(actor, mb)
@@ -138,10 +141,17 @@ def policy_update(
             # The drift stop is measured on the whole rollout (a minibatch's own KL
             # understates it ~4x, docs/algorithm.md), after each step that moved the policy
             # and after each pass (`drift` measures each parameter state once).
-            if moved and guard.check_every_step and guard.stop(drift()):
-                stopped = True
+            done = bool(moved and guard.check_every_step and guard.stop(drift()))
+            # A refused step of the whole rollout ends the update too: the policy, and with
+            # it the gradients, curvature and w_c, are as they were, so each later pass would
+            # propose the same step again (docs/algorithm.md 3.3).
+            done = done or (not moved and len(idx) == len(batch))
+            if done:
+                stopped = left > 0
                 break
-        if stopped or guard.stop(drift()):
+        if done:
+            break
+        if pass_index < passes - 1 and guard.stop(drift()):
             stopped = True
             break
     metrics = {

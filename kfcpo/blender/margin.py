@@ -101,8 +101,11 @@ class MarginBlender(Blender):
     Degenerate cases, all without NaN:
         * d == 0 with `normalize`: the limit d -> 0+ of the normalized weight, i.e. w_c = 1
           when Jc > 0 (any cost violates a zero limit) and sigmoid(-k lambda) when Jc == 0.
-        * quad(u) <= 0 or non-finite while u != 0, or u non-finite: the trust region cannot
-          be measured, so no step is taken (nu = 0, zero step) rather than an unbounded one.
+        * u non-finite (a NaN or inf gradient or direction): a NaN step, which the update
+          loop counts and skips (`nonfinite_steps`), as for the CPO and PCPO blenders; the
+          metrics record nu = 0 and stay finite.
+        * quad(u) <= 0 or non-finite while u is finite and != 0: the trust region cannot be
+          measured, so no step is taken (nu = 0, zero step) rather than an unbounded one.
         * u == 0: zero step, nu = 1 (nothing to scale).
         * cos_rc (in the `inner` metric) is 0 when either direction is zero (no angle; counts as no conflict).
         * Jc NaN or d < 0 / non-finite: ValueError — upstream bug, not a state to blend from.
@@ -233,7 +236,8 @@ class MarginBlender(Blender):
         u = (1.0 - w_c) * u_r + w_c * u_c
         nu = self.step_size(u, precond)
         self._record(w_c=w_c, nu=nu, projected_frac=float(projected), cos_rc=cos_rc)
-        # torch.zeros_like, not nu * u: 0 * inf/NaN would still be NaN.
+        if not bool(torch.isfinite(u).all()):
+            return torch.full_like(u, math.nan)
         return nu * u if nu > 0.0 else torch.zeros_like(u)
 
     def metrics(self) -> dict[str, float]:
