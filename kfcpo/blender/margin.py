@@ -98,7 +98,7 @@ class MarginBlender(Blender):
             (`observe_cost`), so the blend anticipates a cost that is rising or falling
             instead of reacting one window later. 0: the paper's w_c of Jc alone.
 
-    Degenerate cases, all without NaN:
+    Degenerate cases (a NaN step only for a non-finite u):
         * d == 0 with `normalize`: the limit d -> 0+ of the normalized weight, i.e. w_c = 1
           when Jc > 0 (any cost violates a zero limit) and sigmoid(-k lambda) when Jc == 0.
         * u non-finite (a NaN or inf gradient or direction): a NaN step, which the update
