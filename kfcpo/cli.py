@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from kfcpo.config import ConfigError, load_config
 from kfcpo.registry import FAMILIES, Registry, RegistryError, default_roots
 from kfcpo.seeding import EVAL_SEED_OFFSET
-from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides
+from kfcpo.tools.commands import add_tool_commands, seed_value, split_overrides, subcommands
 
 EXIT_CONFIG = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process its pipe closed on
@@ -31,13 +31,10 @@ class _Parser(argparse.ArgumentParser):
     flag, a bad value, a missing argument) is a one-line ConfigError, which `main` prints
     like every other input error, instead of argparse's usage block."""
 
-    # The top parser's commands, set by `_parser`, so a missing command can name them.
-    commands: tuple[str, ...] = ()
-
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()  # e.g. "bench throughput"
-        if not command and self.commands and message.endswith("required: command"):
-            raise ConfigError(f"a command is required, one of: {', '.join(self.commands)}; "
+        if not command and message.endswith("required: command"):
+            raise ConfigError(f"a command is required, one of: {', '.join(subcommands(self))}; "
                               f"see '{PROG} --help'")
         raise ConfigError(f"{command}: {message}; see '{self.prog} --help'" if command
                           else f"{message}; see '{PROG} --help'")
@@ -93,7 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("registry", help="list the component registry")
     reg.add_argument("family", nargs="?", choices=FAMILIES, help="only this family")
     add_tool_commands(sub)
-    parser.commands = tuple(sub.choices)
     return parser
 
 

@@ -42,6 +42,7 @@ GOAL = str(ROOT / "conf" / "goal.yaml")
         (["env=3"], "env: got 3; expected a section with keys id,"),
         (["model=[64,64]"], "model: got [64, 64]; expected a section with keys"),
         (["model.hidden=[64,"], "override 'model.hidden=[64,': not a valid value ("),
+        (["model.hidden=[1]", "model.hidden.x=2"], "overrides: they do not combine ("),
         (["seed=${foo}"], "Interpolation key 'foo' not found; an interpolation names another key"),
         (["cost_limit=inf"], "cost_limit: got inf; expected a finite number"),
         (["env.id="], "env.id: a value is required (nothing after '='); e.g. env.id=SafetyPointGoal1-v0"),

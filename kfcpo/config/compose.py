@@ -61,17 +61,20 @@ def read_file(path: str | Path) -> dict[str, Any]:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Command-line `key=value` overrides (omegaconf dotlist) as a nested dict; a
     one-line ConfigError for a malformed one."""
-    for item in overrides:
+    for item in overrides:  # each alone, so an error names the override it is in
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override '{item}': expected key=value (e.g. env.num_envs=4)")
-    for item in overrides:
         try:
             OmegaConf.from_dotlist([item])
         except (OmegaConfBaseException, yaml.YAMLError) as err:  # yaml: a value like [64,
             what = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"override '{item}': not a valid value ({what}); expected key=value "
                               "with a YAML value, e.g. model.hidden=[64,64]") from None
-    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+    try:  # each is valid alone; together one may index into another's value
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+    except (OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(f"overrides: they do not combine ({str(err).splitlines()[0]}); "
+                          "give each key once, a section's keys or its whole value") from None
 
 
 def _layer_value(layer: dict[str, Any], key: str) -> Any:

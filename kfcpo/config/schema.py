@@ -6,8 +6,11 @@ their keys are `name` plus the parameters that the named registry entry declares
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -114,3 +117,18 @@ class Config:
     out_dir: str | None = None
     resume: str | None = None
     registry_paths: list[str] = field(default_factory=list)
+
+
+def dotted_items(cfg: DictConfig) -> dict[str, Any]:
+    """Every value of a config under its dotted key (`model.critic_lr`), resolved; lists
+    are values, not sections."""
+    def walk(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, Mapping):
+                items.update(walk(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    return walk(OmegaConf.to_container(cfg, resolve=True), "")  # type: ignore[arg-type]

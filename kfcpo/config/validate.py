@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kfcpo.algorithm import PRECONDITIONER, build_component
 from kfcpo.config.errors import ConfigError
+from kfcpo.config.schema import dotted_items
 from kfcpo.models.actor import GaussianActor
 from kfcpo.models.mlp import ACTIVATIONS
 from kfcpo.registry import COMPONENT_FAMILIES, Registry, RegistryError, split_section
@@ -240,13 +241,11 @@ def explicit_world(trainer: dict[str, Any]) -> int | None:
     return None
 
 
-def _check_finite(tree: dict[str, Any], prefix: str = "") -> None:
+def _check_finite(cfg: DictConfig) -> None:
     """No number in the config is inf or NaN: none of them has a meaning as a setting."""
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            _check_finite(value, f"{prefix}{key}.")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{prefix}{key}: got {value!r}; expected a finite number")
+    for key, value in dotted_items(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: got {value!r}; expected a finite number")
 
 
 def _names_a_number(value: Any) -> bool:
@@ -261,7 +260,7 @@ def validate(cfg: DictConfig, registry: Registry, check_env: bool = True) -> Non
     """Check a composed config (module docstring): ranges and choices, each component's
     parameters (by building it), the composition rules, the trainer's arguments and,
     with `check_env`, the env id. Raises a one-line ConfigError naming the key."""
-    _check_finite(OmegaConf.to_container(cfg))
+    _check_finite(cfg)
     for key, ok, expected in RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):

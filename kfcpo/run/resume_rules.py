@@ -12,12 +12,12 @@ trained with other values.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from kfcpo.config.errors import ConfigError
+from kfcpo.config.schema import dotted_items
 
 # Prefixes of dotted keys a resumed run may change.
 RESUME_FREE_KEYS = (
@@ -25,14 +25,6 @@ RESUME_FREE_KEYS = (
     "trainer", "logger", "checkpoint", "env.vector", "env.workers", "env.num_envs",
 )
 SHOWN_KEYS = 3  # differences named in the error; the rest are counted
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _flat(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def _is_free(key: str) -> bool:
@@ -43,8 +35,7 @@ def changed_keys(saved: DictConfig, cfg: DictConfig) -> list[tuple[str, Any, Any
     """(key, the checkpoint's value, this config's) for every key that may not change and
     does. Keys the checkpoint does not record (added to kfcpo after it was written) are
     not compared: their values are this kfcpo's defaults."""
-    mine = dict(_flat(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
-    theirs = dict(_flat(OmegaConf.to_container(saved, resolve=True)))  # type: ignore[arg-type]
+    mine, theirs = dotted_items(cfg), dotted_items(saved)
     return [(k, theirs[k], mine.get(k)) for k in theirs
             if not _is_free(k) and k in mine and mine[k] != theirs[k]]
 

@@ -102,12 +102,18 @@ def _handler(module: str) -> Handler:
     return handle
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser's commands by name ({} for a parser without commands)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def _value_options(parser: argparse.ArgumentParser, command: str) -> set[str]:
     """The option strings of `command`'s parser that take a value."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return {s for a in action.choices[command]._actions if a.nargs != 0 for s in a.option_strings}
-    return set()
+    sub = subcommands(parser).get(command)
+    return {s for a in sub._actions if a.nargs != 0 for s in a.option_strings} if sub else set()
 
 
 def split_overrides(
