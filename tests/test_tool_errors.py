@@ -123,8 +123,8 @@ def test_plot_names_a_missing_group_key(tiny_run: Path, tmp_path: Path, cli_erro
     ("make", "expected"),
     [
         (lambda d: d / "nope.yaml",
-         "SPEC: '{d}/nope.yaml' does not exist; expected an ablation spec YAML file"),
-        (lambda d: d, "SPEC: '{d}' is a folder; expected an ablation spec YAML file"),
+         "STUDY: '{d}/nope.yaml' does not exist; expected an ablation study YAML file"),
+        (lambda d: d, "STUDY: '{d}' is a folder; expected an ablation study YAML file"),
         (lambda d: write_spec(d, seeds=[]),
          "seeds: got []; expected a non-empty list of distinct seeds, each an integer in [0, 2147483647]"),
         (lambda d: write_spec(d, seeds=[0, -1]), "seeds: got [0, -1]; expected a non-empty list of distinct"),

@@ -28,8 +28,8 @@ import yaml
 from kfcpo.config import ConfigError
 from kfcpo.seeding import SEED_VALID, is_seed
 
-KEY = "SPEC"  # how messages name the spec file (the command line's positional argument)
-SPEC_VALID = "an ablation spec YAML file, e.g. docs/results/ablations/circle.yaml"
+KEY = "STUDY"  # how messages name the study file (the command line's positional argument)
+STUDY_VALID = "an ablation study YAML file, e.g. docs/results/ablations/circle.yaml"
 NO_WHAT = "–"  # a variant that names neither a reason nor overrides
 VARIANT_KEYS = ("algorithm", "overrides", "why")
 
@@ -92,15 +92,15 @@ def _fail(path: Path, key: str, value: Any, expected: str) -> ConfigError:
 def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
-        raise ConfigError(f"{KEY}: '{path}' {what}; expected {SPEC_VALID}")
+        raise ConfigError(f"{KEY}: '{path}' {what}; expected {STUDY_VALID}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         problem = f"is not YAML ({type(err).__name__})"
-        raise ConfigError(f"{KEY}: '{path}' {problem}; expected {SPEC_VALID}") from None
+        raise ConfigError(f"{KEY}: '{path}' {problem}; expected {STUDY_VALID}") from None
     if not isinstance(data, dict):
         problem = f"holds {type(data).__name__}, not a mapping"
-        raise ConfigError(f"{KEY}: '{path}' {problem}; expected {SPEC_VALID}")
+        raise ConfigError(f"{KEY}: '{path}' {problem}; expected {STUDY_VALID}")
     return data
 
 

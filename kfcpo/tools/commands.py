@@ -180,7 +180,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
         description="Run the variants of an ablation spec through the benchmark grid, then write "
                     "OUT/ablations.md and one figure per study. Spec format: kfcpo.tools.ablate_spec.",
     )
-    p.add_argument("spec", metavar="SPEC",
+    p.add_argument("spec", metavar="STUDY",
                    help="the ablation spec (YAML), e.g. docs/results/ablations/circle.yaml")
     p.add_argument("--out", help="folder for ablations.md and curves (default: the spec's folder)")
     p.add_argument("--runs-dir", default=ABLATE_RUNS_DIR, help="folder of the run folders" + DEFAULT)
